@@ -34,6 +34,14 @@ def _gpt2_encoding():
     return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={'<|endoftext|>': 50256})
 
+def _cut(text, size=1 << 20):
+    """Split text into pieces of about `size` chars, cutting only between a non-space and a newline: no GPT-2
+    pre-token spans such a boundary, so the ids of the pieces, concatenated, equal the ids of the whole text."""
+    cuts = [0]
+    while (m := re.compile(r'\S(?=\n)').search(text, cuts[-1] + size)) is not None:
+        cuts.append(m.end())
+    return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
+
 class Tokenizer:
     """name, n_vocab (real ids only), bos (first token of AR samples), sep (ids put between documents)."""
     def __init__(self, name):
@@ -53,39 +61,31 @@ class Tokenizer:
     def encode_documents(self, docs):
         """list[str] -> np.int64 array (N,): all documents, self.sep between consecutive ones."""
         if self.enc is None:
-            return np.frombuffer('\n\n'.join(docs).encode('utf-8'), dtype=np.uint8).astype(np.int64)
-        # tiktoken is fastest on big chunks in parallel. Cut each document only between a non-space and a
-        # space character: no GPT-2 pre-token spans such a boundary, so the ids equal encode() of the whole.
-        chunks, owner = [], []
-        for d, doc in enumerate(docs):
-            cuts = [0] + [m.end() for m in (re.compile(r'\S(?=\s)').search(doc, i)
-                                            for i in range(1 << 20, len(doc), 1 << 20)) if m] + [len(doc)]
-            for a, b in zip(cuts[:-1], cuts[1:]):
-                if b > a:
-                    chunks.append(doc[a:b]); owner.append(d)
-        ids = self.enc.encode_ordinary_batch(chunks, num_threads=2)
+            return np.frombuffer('\n\n'.join(docs).encode('utf-8'), dtype=np.uint8).astype(np.int64)  # sep = '\n\n'
+        pieces = [(d, piece) for d, doc in enumerate(docs) for piece in _cut(doc)]  # big pieces: fast in parallel
+        ids = self.enc.encode_ordinary_batch([piece for _, piece in pieces], num_threads=2)
         out = []
-        for i, (d, part) in enumerate(zip(owner, ids)):
-            if i > 0 and owner[i - 1] != d:
+        for k, ((d, _), part) in enumerate(zip(pieces, ids)):
+            if k > 0 and pieces[k - 1][0] != d:
                 out.append(self.sep)
             out.append(part)
-        return np.concatenate([np.asarray(x, dtype=np.int64) for x in out]) if out else np.zeros(0, np.int64)
+        return np.concatenate([np.asarray(x, dtype=np.int64) for x in out])
 
     def decode(self, ids, mask_id=None):
         """list/array/tensor of ids -> str. Ids outside [0, n_vocab) (the mask token) and mask_id show as MASK_CHAR;
         invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD."""
         ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
-        out, run = [], []  # run: consecutive real ids, decoded together
-        for i in ids + [None]:
-            if i is not None and 0 <= i < self.n_vocab and i != mask_id:
-                run.append(i); continue
-            if run:
-                out.append(bytes(run) if self.enc is None else self.enc.decode_bytes(run)); run = []
-            if i is not None:
-                out.append(MASK_CHAR.encode('utf-8'))
+        holes = [k for k, i in enumerate(ids) if not 0 <= i < self.n_vocab or i == mask_id]
+        out, prev = [], 0
+        for k in holes + [len(ids)]:  # decode the runs of real ids between the holes
+            run = ids[prev:k]
+            out.append(bytes(run) if self.enc is None else self.enc.decode_bytes(run))
+            out.append(MASK_CHAR.encode('utf-8') if k < len(ids) else b'')
+            prev = k + 1
         return b''.join(out).decode('utf-8', errors='replace')
 
 def get_tokenizer(name):
+    """'byte' (n_vocab 256, bos '\\n') or 'gpt2' (n_vocab 50257, bos <|endoftext|>); fully offline."""
     return Tokenizer(name)
 
 # -----------------------------------------------------------------------------
@@ -118,8 +118,10 @@ def _write_atomic(path, data: bytes):
     os.replace(tmp, path)  # a crash leaves the old file or a .tmp, never a half-written file under the real name
 
 def prepare(data='shakespeare', tokenizer='byte', out_dir=None, val_fraction=0.05):
-    """Tokenize `data` into out_dir (default data/<stem>_<tokenizer>/ under the cwd). The last val_fraction of
-    the token stream is val.bin. Skipped when meta.json already matches. Returns meta + {'out_dir': str}."""
+    """Tokenize `data` ('shakespeare', a .txt file, or a folder: its *.txt files, recursively, sorted by path,
+    tokenizer.sep between them) into out_dir (default data/<stem>_<tokenizer>/ under the cwd). The last
+    val_fraction of the token stream is val.bin. Skipped when meta.json already matches.
+    Returns the meta dict (as in meta.json) plus 'out_dir'."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction} must be in [0, 1): e.g. 0.05")
     docs, source, stem = _read_documents(data)
@@ -159,7 +161,10 @@ def _open_bin(bin_path):
     if not meta.exists():
         raise FileNotFoundError(f"{meta} not found: create {bin_path.parent} with "
                                 f"`python -m nanodllm.data --data ... --out-dir {bin_path.parent}`")
-    return np.memmap(bin_path, dtype=json.loads(meta.read_text())['dtype'], mode='r')
+    dtype = json.loads(meta.read_text())['dtype']
+    if bin_path.exists() and bin_path.stat().st_size == 0:  # e.g. val.bin with val_fraction=0; mmap can't map it
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(bin_path, dtype=dtype, mode='r')
 
 def _n_blocks(bin_path, batch_size, seq_len, world_size, split):
     n_blocks = len(_open_bin(bin_path)) // seq_len
@@ -218,22 +223,24 @@ def eval_batches(bin_path, batch_size, seq_len, rank=0, world_size=1, max_batche
     n_batches = _n_blocks(bin_path, batch_size, seq_len, world_size, 'val') // (batch_size * world_size)
     n_batches = n_batches if max_batches is None else min(n_batches, max_batches)
     def batches():
-        tokens = _open_bin(bin_path)
         for k in range(n_batches):
             start = (k * world_size + rank) * batch_size
-            yield _to_batch(tokens, range(start, start + batch_size), seq_len, device)
+            yield _to_batch(_open_bin(bin_path), range(start, start + batch_size), seq_len, device)
     return batches()
 
 # -----------------------------------------------------------------------------
 
-if __name__ == '__main__':
+def main(argv=None):
     p = argparse.ArgumentParser(description='Tokenize a corpus into train.bin / val.bin / meta.json.')
     p.add_argument('--data', default='shakespeare',
                    help="'shakespeare' (vendored, 42 works, 5 MB), a .txt file, or a folder of *.txt files")
     p.add_argument('--tokenizer', default='byte', choices=TOKENIZERS, help='byte: 256 ids; gpt2: 50257 ids')
     p.add_argument('--out-dir', default=None, help='output folder (default: data/<name>_<tokenizer>)')
     p.add_argument('--val-fraction', type=float, default=0.05, help='last fraction of the tokens used as val')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     meta = prepare(args.data, args.tokenizer, args.out_dir, args.val_fraction)
     print(f"{meta['out_dir']}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
           f"({meta['tokenizer']}, n_vocab {meta['n_vocab']}, {meta['dtype']}) from {meta['source']}")
+
+if __name__ == '__main__':
+    main()

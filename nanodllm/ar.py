@@ -1,0 +1,56 @@
+"""AR: the autoregressive baseline (spec §1): causal attention, shifted next-token NLL, left-to-right sampling.
+
+The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n_tokens)` and
+`sample(model, n, length, ...) -> (x, nfe)`. AR differs from the diffusion families in that it has no noise and no
+time: it feeds sigma = 0 (adaLN stays, constant), attends causally, and scores L-1 of the L positions.
+"""
+import torch
+import torch.nn.functional as F
+
+from . import noise
+
+OPTIONS = {}                # AR has no training options
+TIME_CONDITIONING = False   # sigma = 0: adaLN gives a constant, learned modulation (spec §0.4)
+BOS_PREFIX = True           # unconditional samples start from the tokenizer's BOS (spec §1)
+
+
+def loss(model, x0, train=True, strata=(0, 1), generator=None):
+    """Shifted NLL (spec §1): inputs x0[:, :-1], targets x0[:, 1:]; the first token is never scored.
+
+    x0 (B, L) -> (sum of -log p(x_i | x_<i) over the B (L-1) targets, B (L-1)). Train and eval use the same
+    exact NLL; `strata` and `generator` are accepted for the common surface and unused (AR draws no t).
+    """
+    logits = model(x0[:, :-1], attn='causal')                                  # (B, L-1, V) fp32, mask = -1e6
+    nll = F.cross_entropy(logits.flatten(0, 1), x0[:, 1:].flatten(), reduction='sum')
+    return nll, x0[:, 1:].numel()
+
+
+@torch.no_grad()
+def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0, generator=None, callback=None,
+           use_cache=True):
+    """Left-to-right sampling from a prompt (at least BOS) -> (x (n, length), nfe = length - P).
+
+    Each step takes the last position's logits (mask logit -1e6), applies temperature and top-p, and draws with
+    float64 Gumbel-max (the exponential race of noise.sample_categorical). With `use_cache` the prompt is run once
+    and every later call feeds only the newest token, whose pre-rotary key and value join the KV cache; without it,
+    every call reruns the whole prefix. Both give the same logits (tests/test_model.py). `steps` is ignored: AR
+    always makes one network call per new token.
+    """
+    if prompt is None or len(prompt) == 0:
+        raise ValueError("AR sampling starts from a prompt: pass at least the tokenizer's BOS id")
+    device = model.wte.weight.device
+    P = len(prompt)
+    if P >= length:
+        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or --length")
+    x = prompt.to(device)[None].repeat(n, 1)                                    # (n, P)
+    cache = model.new_cache() if use_cache else None
+    nfe = 0
+    while x.size(1) < length:
+        inp = x if (cache is None or nfe == 0) else x[:, -1:]                   # whole prefix, or the newest token
+        logits = model(inp, attn='causal', cache=cache)[:, -1]                 # (n, V)
+        nfe += 1
+        p = noise.probs_from_logits(logits, temperature, top_p)                # (n, V) float64
+        x = torch.cat([x, noise.sample_categorical(p, generator)[:, None]], dim=1)
+        if callback is not None:  # the state so far, padded with mask ids to the full length
+            callback(torch.cat([x, x.new_full((n, length - x.size(1)), model.cfg.mask_id)], dim=1))
+    return x, nfe
