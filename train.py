@@ -237,7 +237,7 @@ for step in range(start_step, max_steps + 1):
     for group in optimizer.param_groups:
         group['lr'] = lr
     t_gen_seed = args.seed * 1_000_003 + step  # the same on every rank: t strata cover the global batch
-    train_loss = 0.0
+    train_loss = torch.zeros((), device=device)
     for micro_step in range(grad_accum):
         x0 = train_loader.next_batch()                                    # (micro, L)
         if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
@@ -247,7 +247,10 @@ for step in range(start_step, max_steps + 1):
                                  generator=torch.Generator().manual_seed(t_gen_seed), **options)
         loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: the sum is the batch mean
         loss.backward()
-        train_loss += loss.item()
+        train_loss += loss.detach()
+    if ddp:  # log the loss of the whole global batch, not rank 0's share
+        torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
+    train_loss = train_loss.item()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float('inf'))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

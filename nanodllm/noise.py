@@ -7,6 +7,8 @@
 """
 import torch
 
+from .model import NEG_INF
+
 EPS = 1e-3        # alpha(1) = alpha0 * EPS: the process never reaches all-noise exactly (hard-coded in the paper's code)
 T_MIN = 1e-3      # training t lies in [T_MIN, 1]
 T_END = 1e-5      # the sampling grid stops here; the last network call is the noise-removal step
@@ -70,6 +72,9 @@ def top_p_filter(logits, top_p):
 
 
 def probs_from_logits(logits, temperature=1.0, top_p=1.0):
-    """Model logits (..., V) -> float64 sampling probabilities with temperature and top-p (the mask keeps p = 0)."""
-    logits = logits.double() / max(temperature, 1e-8)
+    """Model logits (..., V) -> float64 sampling probabilities with temperature and top-p.
+
+    The mask logit (-1e6) becomes -inf before the temperature, so its probability is exactly 0 at any temperature.
+    """
+    logits = logits.double().masked_fill(logits <= NEG_INF, float('-inf')) / max(temperature, 1e-8)
     return top_p_filter(logits, top_p).softmax(dim=-1)

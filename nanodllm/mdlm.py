@@ -1,0 +1,142 @@
+"""MDLM: masked (absorbing-state) diffusion (spec §2): corrupt by masking, predict the clean tokens, unmask to sample.
+
+The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n_tokens)` and
+`sample(model, n, length, ...) -> (x, nfe)`. How MDLM differs from AR (spec §1):
+- attention is bidirectional ('full') and all L positions are scored, not L-1 shifted ones;
+- a time t ~ U[1e-3, 1] per sequence masks each token with probability 1 - alpha_t (log-linear schedule, spec §0.2);
+  the network still gets sigma = 0 (no time conditioning, spec §0.4), so it must infer t from the masks;
+- the loss counts masked positions only ("carry-over", spec §2.2); training uses the low-variance cross-entropy
+  (the NELBO without its 1/t weight), evaluation always the NELBO; both are divided by ALL B L tokens;
+- sampling starts from all masks and unmasks over `steps` steps of the ancestral posterior (spec §2.3); a decoded
+  token is never changed again.
+"""
+import torch
+import torch.nn.functional as F
+
+from . import noise
+
+OPTIONS = {'loss_type': 'low_var'}   # 'low_var' (the paper's scaling runs) or 'elbo' (the NELBO, also in training)
+TIME_CONDITIONING = False            # sigma = 0: adaLN gives a constant, learned modulation (spec §0.4)
+LOSS_TYPES = ('low_var', 'elbo')
+NOISE_REMOVALS = ('ancestral', 'greedy', 'none')
+
+
+def corrupt(x0, alpha_t, mask_id):
+    """Absorbing forward process q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) onehot(m) (spec §2.1).
+
+    x0 (B, L) long, alpha_t (B, 1): one t per sequence -> xt (B, L), each token independently replaced by the mask
+    id with probability 1 - alpha_t. Uses the global torch RNG.
+    """
+    masked = torch.rand(x0.shape, device=x0.device) < 1 - alpha_t                   # (B, L) bool
+    return x0.masked_fill(masked, mask_id)
+
+
+def nelbo_weight(t, alpha0=1.0):
+    """The NELBO weight -alpha'_t / (1 - alpha_t) (spec §2.2); with alpha0 = 1 it is exactly 1 / t (spec §0.2)."""
+    return -noise.dalpha(t, alpha0) / (1 - noise.alpha(t, alpha0))
+
+
+def nll_per_token(model, x0, t, elbo=True):
+    """Per-token loss (B, L) and the noisy input xt (B, L) for clean x0 (B, L) at times t (B,) (spec §2.2).
+
+    l_i = -log p_theta(x0_i | xt) at masked positions and exactly 0 at unmasked ones (carry-over); with elbo=True
+    it is multiplied by the NELBO weight 1/t, otherwise it is the low-variance cross-entropy.
+    """
+    mask_id = model.cfg.mask_id
+    alpha_t = noise.alpha(t)[:, None]                                                # (B, 1)
+    xt = corrupt(x0, alpha_t, mask_id)                                               # (B, L)
+    logits = model(xt, attn='full')                                                  # (B, L, V) fp32, mask = -1e6
+    ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction='none')       # (B, L) log-softmax inside
+    nll = torch.where(xt == mask_id, ce, torch.zeros_like(ce))                       # carry-over: unmasked -> 0
+    if elbo:
+        nll = nll * nelbo_weight(t)[:, None]                                         # (B, L) times 1/t
+    return nll, xt
+
+
+def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_var'):
+    """x0 (B, L) -> (sum of the per-token loss over all B L positions, B L) (spec §2.2, §7.1).
+
+    train=True uses `loss_type`: 'low_var' drops the NELBO weight (the paper's cheaper training objective), 'elbo'
+    keeps it. train=False (evaluation) is always the NELBO. Both are normalised by all B L tokens, not by the masked
+    ones (spec §9.4), so a low-var training loss sits near half the NELBO and is not a perplexity.
+    t is antithetic over the global batch: this micro-batch is slice `strata` = (k, K) (spec §0.3).
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    B, L = x0.shape
+    t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
+    nll, _ = nll_per_token(model, x0, t, elbo=(not train or loss_type == 'elbo'))
+    return nll.sum(), B * L
+
+
+def _probs(model, x, temperature, top_p):
+    """Network call on the current state x (n, L) -> float64 probabilities p (n, L, V), p[mask] = 0 exactly."""
+    return noise.probs_from_logits(model(x, attn='full'), temperature, top_p)      # (n, L, V) float64
+
+
+@torch.no_grad()
+def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0, generator=None, callback=None,
+           noise_removal='ancestral', use_cache=True):
+    """Ancestral sampling from all masks (spec §2.3) -> (x (n, length) long, nfe = number of network calls).
+
+    Step k goes from t = tau_k to s = tau_{k+1} on the grid linspace(1, 1e-5, steps + 1) (steps default: length).
+    A masked position draws z_s from q(z_s = j | z_t = m) ∝ (alpha_s - alpha_t) p_j for j != m and ∝ (1 - alpha_s)
+    for j = m (stay masked); decoded and prompt tokens are copied. Temperature and top-p are applied to the logits
+    before the posterior. The paper's code ignores p_nucleus for MDLM (spec §9.16); we apply it, as the Eso-LM repo
+    does, so top_p=1.0 reproduces the paper.
+    use_cache: if a step unmasked nothing, reuse the previous p instead of calling the network ('ancestral_cache').
+      Exact, because sigma = 0 makes the network input identical. The random draws happen every step in both modes,
+      so the cached and uncached samplers return the same samples for the same generator.
+    noise_removal (one more network call at t = 1e-5, unless cached):
+      'ancestral': alpha_s = 1, every remaining mask is filled by sampling from p;
+      'greedy': argmax of p at the still-masked positions only. The paper's greedy argmaxes every position and can
+        overwrite decoded tokens (spec §9.5); we deliberately keep them (carry-over);
+      'none': return the state as is; it may still contain mask ids (rarely: the last step already goes to
+        t = 1e-5, where a mask stays with probability 1e-5 / t).
+    callback(x) is called after every step, and once more after the noise removal.
+    """
+    if noise_removal not in NOISE_REMOVALS:
+        raise ValueError(f"noise_removal must be one of {NOISE_REMOVALS}, got {noise_removal!r}")
+    steps = length if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    mask_id = model.cfg.mask_id
+    device = next(model.parameters()).device
+    x = torch.full((n, length), mask_id, dtype=torch.long, device=device)          # the prior: all masks
+    if prompt is not None and len(prompt) > 0:
+        P = len(prompt)
+        if P >= length:
+            raise ValueError(f"prompt has {P} tokens but the sample length is {length}: "
+                             "use a shorter prompt or a larger --length")
+        if (prompt == mask_id).any():
+            raise ValueError(f"prompt contains the mask id {mask_id}: pass clean token ids only")
+        x[:, :P] = prompt.to(device)
+    grid = noise.sampling_grid(steps).tolist()                                      # steps + 1 times, 1 -> 1e-5
+    nfe, p = 0, None
+    for k in range(steps):
+        if p is None or not use_cache:
+            p = _probs(model, x, temperature, top_p)                                # (n, L, V) float64
+            nfe += 1
+        alpha_t, alpha_s = noise.alpha(grid[k]), noise.alpha(grid[k + 1])
+        q = p * (alpha_s - alpha_t)                                                 # (n, L, V) unnormalised posterior
+        q[..., mask_id] = 1 - alpha_s                                               # stay masked
+        z_s = noise.sample_categorical(q, generator)                                # (n, L), drawn every step
+        x_next = torch.where(x == mask_id, z_s, x)                                  # copy decoded / prompt tokens
+        if not torch.equal(x_next, x):
+            p = None                                                                # the input changed: call again
+        x = x_next
+        if callback is not None:
+            callback(x)
+    if noise_removal == 'none':
+        return x, nfe
+    if p is None or not use_cache:
+        p = _probs(model, x, temperature, top_p)
+        nfe += 1
+    if noise_removal == 'ancestral':
+        z_0 = noise.sample_categorical(p, generator)    # alpha_s = 1: q ∝ (1 - alpha_t) p, q_m = 0, i.e. just p
+    else:
+        z_0 = p.argmax(dim=-1)                          # greedy (argmax of p = argmax of the logits)
+    x = torch.where(x == mask_id, z_0, x)               # (n, L): only still-masked positions change
+    if callback is not None:
+        callback(x)
+    return x, nfe
