@@ -1,0 +1,203 @@
+"""Eso-LM: interpolating diffusion, MDLM with a causal clean-first transformer plus an optional AR part (spec §4).
+
+Two parts share the backbone, selected by alpha0 in alpha_t = alpha0 (1 - (1 - eps) t) (spec §4.1):
+- diffusion (alpha0 > 0): MDLM masking at a random t; each row is sorted clean-first (random order inside both groups)
+  and run with a plain *causal* attention over the sorted tokens, rotary positions permuted along (spec §4.2-4.3);
+- sequential (alpha0 < 1): the fraction 1 - alpha0 that is still masked at t = 0 is decoded left to right, trained
+  with the 2L-token block-size-1 mask of `sequential_mask` (spec §4.4). alpha0 = 0 is exactly AR.
+The sampler unmasks a binomial number of tokens per step in a random order, then the sequential tail one token per
+call, and caches the keys of clean tokens (spec §4.6), so a step only runs the newly clean and the new mask rows.
+
+How it differs from AR (`ar.py`): it draws t and masks tokens (no shift: all L positions are scored), attends causally
+over a *permuted* order (the `pos` argument carries the original positions), and feeds sigma = 0 like AR.
+"""
+import torch
+import torch.nn.functional as F
+
+from . import noise
+
+OPTIONS = {'loss_type': 'low_var', 'alpha0': 1.0, 'batch_split': 1.0}
+TIME_CONDITIONING = False   # sigma = 0 in both parts and in sampling (spec §4.1)
+
+
+def _check_options(loss_type, alpha0, batch_split):
+    if loss_type not in ('low_var', 'elbo'):
+        raise ValueError(f"loss_type must be 'low_var' or 'elbo', got {loss_type!r}")
+    if not 0.0 <= alpha0 <= 1.0:
+        raise ValueError(f"alpha0 must lie in [0, 1] (1 = pure diffusion, 0 = AR), got {alpha0}")
+    if not 0.0 <= batch_split <= 1.0:
+        raise ValueError(f"batch_split (fraction of rows for the diffusion part) must lie in [0, 1], got {batch_split}")
+
+
+def sequential_mask(L, device='cpu'):
+    """The (2L, 2L) attention mask of the sequential part (spec §4.4), True = may attend; input = [z0 ; x0], sorted.
+
+    q < L,  k < L:  k == q          (a z0 slot sees only itself)
+    q < L,  k >= L: k - L < q       (... and the clean x0 tokens at earlier sorted slots)
+    q >= L, k >= L: k - L <= q - L  (the x0 copy is causal among itself)
+    q >= L, k < L:  never
+    """
+    q = torch.arange(2 * L, device=device)[:, None]
+    k = torch.arange(2 * L, device=device)[None, :]
+    top = (q < L) & (((k < L) & (k == q)) | ((k >= L) & (k - L < q)))
+    bottom = (q >= L) & (k >= L) & (k <= q)
+    return top | bottom                                                          # (2L, 2L)
+
+
+def _mask_tokens(x0, alpha, mask_id):
+    """MDLM forward process (spec §2.1): each token becomes the mask id with probability 1 - alpha (global RNG)."""
+    return torch.where(torch.rand(x0.shape, device=x0.device) < 1 - alpha, mask_id, x0)
+
+
+def _masked_nll(logits, targets, is_masked):
+    """-log p(target) at masked slots, 0 elsewhere (carry-over, spec §2.2). cross_entropy log-softmaxes the fp32
+    logits before gathering (spec §9.3; the paper's sequential loss gathers raw logits, §4.4.5)."""
+    nll = torch.zeros(targets.shape, device=targets.device)                     # (B, L)
+    nll[is_masked] = F.cross_entropy(logits[is_masked].float(), targets[is_masked], reduction='none')
+    return nll
+
+
+def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
+    """Diffusion part (spec §4.2-4.3) on x0 (n, L) -> summed per-token loss (scalar)."""
+    n, L = x0.shape
+    mask_id = model.cfg.mask_id
+    # t: stratified over the n K diffusion rows of the global batch (the paper: floor(global_batch * batch_split))
+    t = noise.sample_t(n, *strata, generator=generator, device=x0.device)      # (n,)
+    alpha_t = noise.alpha(t, alpha0)[:, None]                                   # (n, 1)
+    dalpha_t = noise.dalpha(t, alpha0)[:, None]                                 # (n, 1), = -alpha0 (1 - eps)
+    zt = _mask_tokens(x0, alpha_t, mask_id)                                     # (n, L)
+    # clean first, random order inside each group: key = 1[masked] + 0.9 U (spec §4.2, §9.11)
+    key = (zt == mask_id).float() + 0.9 * torch.rand(zt.shape, device=x0.device)
+    sort_idx = key.argsort(dim=1)                                               # (n, L) original position per slot
+    zt, x0 = zt.gather(1, sort_idx), x0.gather(1, sort_idx)                     # sorted coordinates
+    logits = model(zt, attn='causal', pos=sort_idx)                             # (n, L, V)
+    nll = _masked_nll(logits, x0, zt == mask_id)                                # (n, L)
+    if train and loss_type == 'low_var':
+        return nll.sum()                                                        # low-var: plain CE (spec §2.2)
+    return (-dalpha_t / (1 - alpha_t) * nll).sum()                              # NELBO weight alpha0(1-eps)/(1-alpha_t)
+
+
+def _sequential_nll(model, x0, alpha0):
+    """Sequential part (spec §4.4) on x0 (n, L) -> summed -log p(x0) at the slots masked in z0 (scalar).
+    Needs no t; at alpha0 = 0 every token is masked, the order is the identity, and this is the exact L-token NLL."""
+    n, L = x0.shape
+    mask_id = model.cfg.mask_id
+    z0 = _mask_tokens(x0, alpha0, mask_id)                                      # (n, L)
+    masked = z0 == mask_id
+    # clean first in random order, then the masks left to right (key in [1, 2) increasing with position)
+    ramp = torch.arange(L, device=x0.device) / L
+    key = torch.where(masked, 1 + ramp, 0.9 * torch.rand(z0.shape, device=x0.device))
+    sort_idx = key.argsort(dim=1)                                               # (n, L)
+    z0, x0 = z0.gather(1, sort_idx), x0.gather(1, sort_idx)
+    inp = torch.cat([z0, x0], dim=1)                                            # (n, 2L): [z0 ; x0]
+    pos = torch.cat([sort_idx, sort_idx], dim=1)                                # (n, 2L)
+    logits = model(inp, attn=sequential_mask(L, x0.device), pos=pos)[:, :L]    # (n, L, V): keep the z0 half
+    return _masked_nll(logits, x0, z0 == mask_id).sum()
+
+
+def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_var', alpha0=1.0, batch_split=1.0):
+    """Eso-LM loss (spec §4.1-4.4): x0 (B, L) -> (nll_sum, n_tokens).
+
+    The first floor(batch_split B) rows go to the diffusion part, the rest to the sequential part. alpha0 = 1 puts
+    every row into diffusion (no sequential part); alpha0 = 0 puts every row into the sequential part (exact AR NLL,
+    deterministic: no t, no random order). With both parts active the per-token loss is the unbiased NELBO
+    seq_sum / seq_tokens + diff_sum / diff_tokens (spec §4.4.6); like the paper we return
+    (that per-token loss * diff_tokens, diff_tokens), so nll_sum / n_tokens is the total per-token loss and the
+    token count is the diffusion one. `generator` is used only for the t draws.
+    """
+    _check_options(loss_type, alpha0, batch_split)
+    B, L = x0.shape
+    if alpha0 == 1.0:
+        n_diff = B
+    elif alpha0 == 0.0:
+        n_diff = 0
+    else:
+        n_diff = int(batch_split * B)
+        if n_diff == 0 or n_diff == B:
+            raise ValueError(f"alpha0 = {alpha0} needs both a diffusion and a sequential sub-batch, but batch_split = "
+                             f"{batch_split} of {B} rows gives {n_diff} diffusion rows: pick batch_split in (0, 1) "
+                             f"with 0 < floor(batch_split * B) < B")
+    if n_diff == B:
+        return _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0), B * L
+    if n_diff == 0:
+        return _sequential_nll(model, x0, alpha0), B * L
+    diff_tokens, seq_tokens = n_diff * L, (B - n_diff) * L
+    per_token = (_diffusion_nll(model, x0[:n_diff], train, strata, generator, loss_type, alpha0) / diff_tokens
+                 + _sequential_nll(model, x0[n_diff:], alpha0) / seq_tokens)
+    return per_token * diff_tokens, diff_tokens
+
+
+def unmask_schedule(n_tokens, steps, alpha0=1.0, generator=None):
+    """Tokens unmasked per diffusion step (spec §4.6, C5) -> list of positive ints, sum <= n_tokens.
+
+    For t in linspace(1, 1/T, T), s = t - 1/T: k ~ Binomial(remaining, (alpha_s - alpha_t) / (1 - alpha_t)).
+    Steps with k = 0 are dropped (they cost no network call). The last step has alpha_s = alpha0, so with alpha0 = 1
+    everything left is unmasked; with alpha0 < 1 about n_tokens (1 - alpha0) / (1 - alpha0 eps) tokens are left for
+    the sequential tail. The counts are shared by all samples of a batch, as in the paper.
+    """
+    device = generator.device if generator is not None else 'cpu'
+    grid = torch.linspace(1, 0, steps + 1, dtype=torch.float64)                 # t = grid[i], s = grid[i + 1]
+    counts, remaining = [], n_tokens
+    for t, s in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        alpha_t, alpha_s = noise.alpha(t, alpha0), noise.alpha(s, alpha0)
+        p = min(max((alpha_s - alpha_t) / (1 - alpha_t), 0.0), 1.0)
+        k = int(torch.binomial(torch.tensor([float(remaining)], dtype=torch.float64, device=device),
+                               torch.tensor([p], dtype=torch.float64, device=device), generator=generator))
+        if k > 0:
+            counts.append(k)
+            remaining -= k
+    if remaining > 0 and alpha0 == 1.0:  # safety net: alpha0 = 1 must decode everything by diffusion
+        counts.append(remaining)
+    return counts
+
+
+@torch.no_grad()
+def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0, generator=None, callback=None,
+           alpha0=None, use_cache=True):
+    """Eso-LM (B) sampler (spec §4.6) -> (x (n, length), nfe = non-empty diffusion steps + sequential tail).
+
+    steps: T of the unmask schedule (default: length). alpha0: the sampling-time alpha0 (default 1.0, pure diffusion;
+    sample.py passes the trained value), it may differ from training. Every sample gets its own random order: the
+    prompt first (positions 0..P-1), then the diffusion tokens shuffled, then the sequential tail left to right.
+    x is kept in sorted coordinates; each call decodes the next k slots with float64 probabilities and the float64
+    exponential race (the paper uses float32 Gumbel noise here, spec §9.10). With `use_cache` a call runs only the
+    previous chunk's newly decoded tokens (whose keys then join the cache; masks are never cached) and the k current
+    masks; without it, the causal forward over the sorted prefix. Both give the same logits (tests/test_eso.py).
+    """
+    alpha0 = 1.0 if alpha0 is None else alpha0
+    if not 0.0 <= alpha0 <= 1.0:
+        raise ValueError(f"alpha0 must lie in [0, 1], got {alpha0}")
+    device, mask_id = next(model.parameters()).device, model.cfg.mask_id
+    P = 0 if prompt is None else len(prompt)
+    if P >= length:
+        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or --length")
+    steps = length if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+    counts = unmask_schedule(length - P, steps, alpha0, generator)
+    n_diff = sum(counts)
+    counts = counts + [1] * (length - P - n_diff)                               # the sequential tail, one per call
+    # order (n, length): prompt slots first, then a random permutation whose last entries are re-sorted ascending
+    perm = P + torch.rand(n, length - P, generator=generator, device=device).argsort(dim=1)
+    perm[:, n_diff:] = perm[:, n_diff:].sort(dim=1).values
+    sort_idx = torch.cat([torch.arange(P, device=device).expand(n, P), perm], dim=1)  # original position per slot
+
+    x = torch.full((n, length), mask_id, dtype=torch.long, device=device)     # sorted coordinates
+    if P:
+        x[:, :P] = prompt.to(device)
+    cache = model.new_cache() if use_cache else None
+    decoded, last_start = P, 0                                                  # slots [0, decoded) are clean
+    for k in counts:
+        end = decoded + k
+        if use_cache:  # rows [last_start, decoded) are clean now and get cached; [decoded, end) are the masks
+            logits = model(x[:, last_start:end], pos=sort_idx[:, last_start:end], cache=cache,
+                           keep=decoded - last_start)[:, decoded - last_start:]  # (n, k, V)
+        else:
+            logits = model(x[:, :end], attn='causal', pos=sort_idx[:, :end])[:, decoded:]  # (n, k, V)
+        p = noise.probs_from_logits(logits, temperature, top_p)                 # (n, k, V) float64
+        x[:, decoded:end] = noise.sample_categorical(p, generator)
+        last_start, decoded = decoded, end
+        if callback is not None:
+            callback(torch.empty_like(x).scatter_(1, sort_idx, x))             # original coordinates
+    return torch.empty_like(x).scatter_(1, sort_idx, x), len(counts)           # x_final[:, sort_idx[:, j]] = x[:, j]
