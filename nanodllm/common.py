@@ -1,6 +1,5 @@
 """Run plumbing shared by train.py, sample.py and sweep.py: the family table, torchrun/DDP set-up, rank-0 printing,
 device and precision choice, run metadata, and checkpoints (atomic save, validated load)."""
-import importlib
 import os
 import platform
 import subprocess
@@ -14,19 +13,17 @@ import torch.distributed as dist
 from .config import ModelConfig
 from .model import Model
 
-FAMILY_NAMES = ('ar', 'mdlm', 'duo', 'eso')   # the four families; each is a module nanodllm/<name>.py
+from . import ar, duo, eso, mdlm
+
+# the four families: flat modules with the same surface (OPTIONS, loss, sample), chosen by one dict lookup
+FAMILIES = {'ar': ar, 'mdlm': mdlm, 'duo': duo, 'eso': eso}
+FAMILY_NAMES = tuple(FAMILIES)
 
 
 def get_family(name):
-    """The family module for a name (the one dict-like lookup that selects a family)."""
-    if name not in FAMILY_NAMES:
+    if name not in FAMILIES:
         raise ValueError(f"unknown --family {name!r}; valid families: {', '.join(FAMILY_NAMES)}")
-    try:
-        return importlib.import_module(f'nanodllm.{name}')
-    except ModuleNotFoundError as e:
-        if e.name != f'nanodllm.{name}':
-            raise
-        raise ValueError(f"family {name!r} is not built yet in this version of nanodllm") from None
+    return FAMILIES[name]
 
 
 # -----------------------------------------------------------------------------

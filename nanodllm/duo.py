@@ -1,0 +1,182 @@
+"""Duo: uniform-state diffusion (spec §3): corrupt by random tokens, predict the clean tokens, denoise to sample.
+
+The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n_tokens)` and
+`sample(model, n, length, ...) -> (x, nfe)`. How Duo differs from AR (spec §1):
+- attention is bidirectional ('full') and all L positions are scored, not L-1 shifted ones;
+- a time t ~ U[1e-3, 1] per sequence replaces each token, with probability 1 - alpha_t, by an id drawn uniformly
+  from ALL V ids, the mask id included (the paper's V counts it, spec §0.1, §9.2); the draw may equal x0;
+- Duo is the one time-conditioned family: the network gets sigma_t = -log alpha_t, raw (spec §0.4, §9.7);
+- the loss is the closed-form continuous-time NELBO of spec §3.2 at EVERY position (a noisy token may be right or
+  wrong, so there is no carry-over), in training and in evaluation alike (no low-var variant);
+- sampling starts from uniform noise over [0, V) and every position may change at every step (spec §3.4).
+What is left out: the Gumbel-softmax curriculum and consistency distillation (spec §3.5, §3.6) live only in the
+original Duo repository; the paper's scaling code trains Duo from scratch on the discrete NELBO (spec §11), as here.
+"""
+import torch
+
+from . import noise
+
+OPTIONS = {}               # Duo trains and evaluates on its NELBO; there is no low-var variant (spec §3.2)
+TIME_CONDITIONING = True   # sigma_t = -log alpha_t feeds adaLN (spec §0.4)
+NOISE_REMOVALS = ('ancestral', 'greedy')
+
+
+def corrupt(x0, alpha_t, vocab_size):
+    """Uniform forward process q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) / V (spec §3.1).
+
+    x0 (B, L) long, alpha_t (B, 1): one t per sequence -> zt (B, L): each token independently, with probability
+    1 - alpha_t, is replaced by an id uniform on [0, V) (mask id included; it may equal x0), so
+    P(z = x0) = alpha_t + (1 - alpha_t) / V. Uses the global torch RNG.
+    """
+    noisy = torch.rand(x0.shape, device=x0.device) < 1 - alpha_t                   # (B, L) bool
+    uniform = torch.randint(0, vocab_size, x0.shape, device=x0.device)              # (B, L)
+    return torch.where(noisy, uniform, x0)
+
+
+def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
+    """Closed-form Duo NELBO at every position (spec §3.2) -> (B, L), in log_p's dtype (fp32 training, float64 tests).
+
+    log_p (B, L, V): log x_theta(z_t), a log-softmax with the mask logit at -1e6 (so p_mask = 0); x0, zt (B, L) long;
+    alpha_t, dalpha_t: floats or tensors broadcastable to (B, L), e.g. (B, 1), with 0 < alpha_t < 1, dalpha_t < 0
+    (training has t >= 1e-3, so 1 - alpha_t >= ~1e-3 and nothing below divides by ~0).
+
+    What it is: the KL rate between two jump processes that leave z = z_t. With xbar = V alpha onehot(x0) + (1 - alpha)
+    (so xbar_z = V q(z | x0)) and xbar_theta = V alpha p + (1 - alpha), the true reverse process jumps z -> j at rate
+    R_j = rate xbar_j / xbar_z and the model at R^_j = rate xbar_theta_j / xbar_theta_z, rate = -alpha' / (V alpha):
+        loss = sum_j [R^_j - R_j + R_j log(R_j / R^_j)]  >= 0, and = 0 iff p = onehot(x0)
+             = (alpha' / (V alpha)) (T1 - T2),  sum_j xbar_j = sum_j xbar_theta_j = V,
+    with T1 = V / xbar_z - V / xbar_theta_z (the exit-rate gap) and T2 = sum_j (xbar_j / xbar_z) log((xbar_j / xbar_z)
+    / (xbar_theta_j / xbar_theta_z)) (the jump log-ratio), summed in closed form over j as in the spec.
+    tests/test_duo.py checks it against the KL rate of `posterior` by brute force.
+    """
+    V = log_p.size(-1)
+    alpha_t = torch.as_tensor(alpha_t, dtype=log_p.dtype, device=log_p.device).expand(zt.shape)   # (B, L)
+    dalpha_t = torch.as_tensor(dalpha_t, dtype=log_p.dtype, device=log_p.device).expand(zt.shape)  # (B, L)
+    one_minus_alpha = 1 - alpha_t                                                   # (B, L), >= ~1e-3
+    xbar_theta = V * alpha_t[..., None] * log_p.exp() + one_minus_alpha[..., None]  # (B, L, V), >= 1 - alpha > 0
+    log_xbar_theta = xbar_theta.log()                                               # (B, L, V), finite (p_mask = 0 ok)
+    xbar_theta_z = xbar_theta.gather(-1, zt[..., None]).squeeze(-1)                 # (B, L)
+    log_xbar_theta_z = log_xbar_theta.gather(-1, zt[..., None])                     # (B, L, 1)
+    log_xbar_theta_x = log_xbar_theta.gather(-1, x0[..., None]).squeeze(-1)         # (B, L)
+    # A = sum_j log(xbar_theta_j / xbar_theta_z), summed as differences (no cancellation of two V-sized sums)
+    A = (log_xbar_theta - log_xbar_theta_z).sum(-1)                                 # (B, L)
+    log_xbar_theta_z = log_xbar_theta_z.squeeze(-1)                                 # (B, L)
+
+    is_clean = x0 == zt                                                             # (B, L) bool: z = x0
+    xbar_x = V * alpha_t + one_minus_alpha                                          # (B, L) xbar at j = x0
+    xbar_z = torch.where(is_clean, xbar_x, one_minus_alpha)                         # (B, L) = V q(z_t | x0)
+    # c = xbar_j / xbar_x for j != x0 = (1 - alpha) / (V alpha + 1 - alpha), in (0, 1)
+    c = one_minus_alpha / xbar_x                                                    # (B, L)
+    log_c = torch.log(one_minus_alpha) - torch.log(xbar_x)                          # (B, L)
+    u = V * alpha_t / one_minus_alpha                                               # (B, L) = 1/c - 1, up to ~1e3 V
+
+    exit_rate_gap = V / xbar_z - V / xbar_theta_z                                   # (B, L) the spec's T1
+    # the spec's T2 when z = x0: xbar_j / xbar_z = c for every j != z
+    jump_log_ratio_clean = -c * A + (V - 1) * c * log_c                             # (B, L)
+    # the spec's T2 when z != x0: xbar_j / xbar_z = 1 for j != x0 and 1/c for j = x0. The spec writes it
+    #   -A - u (log xbar_theta_x - log xbar_theta_z) - (1/c) log c;  with 1/c = 1 + u it regroups to the form below,
+    # whose u-sized bracket is exactly 0 for p = onehot(x0) (u ~ 1e3 V at t = 1e-3: no fp32 cancellation of big terms)
+    jump_log_ratio_noisy = -A - u * ((log_xbar_theta_x - torch.log(xbar_x))
+                                     - (log_xbar_theta_z - torch.log(one_minus_alpha))) - log_c  # (B, L)
+    jump_log_ratio = torch.where(is_clean, jump_log_ratio_clean, jump_log_ratio_noisy)   # (B, L) the spec's T2
+
+    return dalpha_t / (V * alpha_t) * (exit_rate_gap - jump_log_ratio)              # (B, L), >= 0
+
+
+def loss(model, x0, train=True, strata=(0, 1), generator=None):
+    """x0 (B, L) -> (sum of the Duo NELBO over all B L positions, B L) (spec §3.2, §3.3).
+
+    One t per sequence, antithetic over the global batch: this micro-batch is slice `strata` = (k, K) (spec §0.3).
+    `train` does not change the objective: Duo trains and evaluates on the same NELBO.
+    """
+    B, L = x0.shape
+    V = model.cfg.vocab_size
+    t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
+    alpha_t, dalpha_t = noise.alpha(t)[:, None], noise.dalpha(t)[:, None]           # (B, 1) each
+    zt = corrupt(x0, alpha_t, V)                                                    # (B, L)
+    sigma_t = -torch.log(alpha_t[:, 0])                                             # (B,) raw, no rescaling (§9.7)
+    logits = model(zt, sigma=sigma_t, attn='full')                                  # (B, L, V) fp32, mask = -1e6
+    log_p = logits.float().log_softmax(dim=-1)                                      # (B, L, V)
+    nll = nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t)                         # (B, L)
+    return nll.sum(), B * L
+
+
+def posterior(p, zt, alpha_t, alpha_s):
+    """q(z_s | z_t, x := p) for s < t, in float64 (spec §3.4) -> (..., V), rows summing to 1.
+
+    p (..., V) probabilities (a one-hot x0 gives the exact Bayes posterior); zt (...) long; alpha_t, alpha_s floats
+    or tensors broadcastable to (..., 1). With alpha_{t|s} = alpha_t / alpha_s (spec §9.13):
+      q_j = [alpha_t V p_j [j = z_t] + (alpha_{t|s} - alpha_t) [j = z_t] + (alpha_s - alpha_t) p_j
+             + (1 - alpha_{t|s}) (1 - alpha_s) / V] / [alpha_t V p_{z_t} + 1 - alpha_t]
+    """
+    p = p.double()
+    V = p.size(-1)
+    alpha_t = torch.as_tensor(alpha_t, dtype=torch.float64, device=p.device)
+    alpha_s = torch.as_tensor(alpha_s, dtype=torch.float64, device=p.device)
+    alpha_ts = alpha_t / alpha_s                                                    # alpha_{t|s}
+    zt_onehot = torch.nn.functional.one_hot(zt, V).double()                         # (..., V)
+    p_zt = p.gather(-1, zt[..., None])                                              # (..., 1)
+    numerator = (alpha_t * V * p * zt_onehot + (alpha_ts - alpha_t) * zt_onehot + (alpha_s - alpha_t) * p
+                 + (1 - alpha_ts) * (1 - alpha_s) / V)                              # (..., V)
+    return numerator / (alpha_t * V * p_zt + 1 - alpha_t)                           # (..., V)
+
+
+def _network(model, x, t):
+    """One network call at time t (a float64 0-d tensor) on the state x (n, L): logits (n, L, V) with sigma_t."""
+    sigma_t = -torch.log(noise.alpha(t)).float().to(x.device).expand(x.size(0))    # (n,)
+    return model(x, sigma=sigma_t, attn='full')
+
+
+@torch.no_grad()
+def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0, generator=None, callback=None,
+           noise_removal='ancestral'):
+    """Ancestral sampling from uniform noise (spec §3.4) -> (x (n, length) long, nfe = steps + 1).
+
+    The prior is uniform on [0, V), mask id included (as in the paper). Step k goes from t = tau_k to s = tau_{k+1}
+    on the grid linspace(1, 1e-5, steps + 1) (steps default: length); every step calls the network with sigma_t
+    (Duo is time-conditioned, so no step can reuse an earlier call), takes p = softmax(logits / temperature) in
+    float64 and draws z_s from the posterior q(z_s | z_t, p). Top-p is applied to log q, the POSTERIOR, as the
+    paper's code does (spec §3.4, §9.13). Every position may change at every step.
+    prompt: treated as clean, observed tokens: they occupy positions 0..P-1, are fed to the network clean at every
+      call (sigma_t still describes the noisy rest) and are reset after every step, so they never change.
+    noise_removal (one more network call at t0 = 1e-5):
+      'ancestral': alpha_s = 1, q ∝ alpha_t V p_{z_t} [j = z_t] + (1 - alpha_t) p_j, never the mask id;
+      'greedy': the Duo paper's "greedy tail": argmax_j p_j at every non-prompt position, deterministic.
+    The final sample never contains the mask id (p_mask = 0 exactly). callback(x) is called after every step,
+    the noise removal included.
+    """
+    if noise_removal not in NOISE_REMOVALS:
+        raise ValueError(f"noise_removal must be one of {NOISE_REMOVALS} for Duo, got {noise_removal!r}")
+    steps = length if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    V = model.cfg.vocab_size
+    device = next(model.parameters()).device
+    P = 0 if prompt is None else len(prompt)
+    if P >= length:
+        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or --length")
+    if P and (prompt == model.cfg.mask_id).any():
+        raise ValueError(f"prompt contains the mask id {model.cfg.mask_id}: pass clean token ids only")
+    prompt = None if P == 0 else prompt.to(device)
+    x = torch.randint(0, V, (n, length), generator=generator, device=device)       # the prior: uniform on [0, V)
+    if P:
+        x[:, :P] = prompt
+    grid = noise.sampling_grid(steps)                                               # (steps + 1,) float64, 1 -> 1e-5
+    for k in range(steps + 1):            # `steps` ancestral steps, then the noise removal at t0 = tau_steps = 1e-5
+        t = grid[k]
+        logits = _network(model, x, t)                                              # (n, L, V)
+        if k == steps and noise_removal == 'greedy':
+            x = logits.argmax(dim=-1)                                               # greedy tail: argmax_j p_j
+        else:
+            alpha_t = noise.alpha(t)
+            alpha_s = noise.alpha(grid[k + 1]) if k < steps else torch.ones_like(alpha_t)  # removal: alpha_s = 1
+            p = noise.probs_from_logits(logits, temperature)                        # (n, L, V) float64, p_mask = 0
+            q = posterior(p, x, alpha_t, alpha_s)                                   # (n, L, V)
+            if top_p < 1.0:
+                q = noise.top_p_filter(q.log(), top_p).softmax(dim=-1)              # nucleus on log q (spec §3.4)
+            x = noise.sample_categorical(q, generator)                              # (n, L)
+        if P:
+            x[:, :P] = prompt                                                       # prompt tokens never change
+        if callback is not None:
+            callback(x)
+    return x, steps + 1
