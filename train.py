@@ -40,7 +40,7 @@ p.add_argument('--batch-split', type=float, default=None,
 p.add_argument('--data', default='shakespeare', help="'shakespeare' (bundled), a .txt file or a folder of .txt files")
 p.add_argument('--tokenizer', default='byte', help='byte (256 ids, fast on CPU) | gpt2 (50257 ids, tiktoken offline)')
 p.add_argument('--seq-len', type=int, default=256, help='context length L in tokens')
-p.add_argument('--batch-size', default='32',
+p.add_argument('--batch-size', default='16',
                help="total batch per optimizer step over all processes: sequences (e.g. 256), or tokens with a "
                     "'tok' suffix (e.g. 524288tok); gradient accumulation makes up the difference")
 p.add_argument('--micro-batch-size', type=int, default=0, help='sequences per process per forward (0: batch / world)')
@@ -75,9 +75,10 @@ try:  # bad names fail here with one line, before any work
 except ValueError as e:
     p.exit(2, f"error: {e}\n")
 options = {k: (getattr(args, k) if getattr(args, k, None) is not None else v) for k, v in family.OPTIONS.items()}
-ignored = [k for k in ('loss_type', 'alpha0', 'batch_split') if getattr(args, k) is not None and k not in options]
-if ignored:
-    p.exit(2, f"error: --{ignored[0].replace('_', '-')} does not apply to --family {args.family}\n")
+FAMILY_FLAGS = {'loss_type': '--loss', 'alpha0': '--alpha0', 'batch_split': '--batch-split'}
+for k, flag in FAMILY_FLAGS.items():
+    if getattr(args, k) is not None and k not in options:
+        p.exit(2, f"error: {flag} does not apply to --family {args.family}\n")
 
 # -----------------------------------------------------------------------------
 # processes, devices, seeds
@@ -108,9 +109,12 @@ if micro < 1 or batch_size % (micro * world):
               f"processes\n")
 grad_accum = batch_size // (micro * world)
 tokens_per_step = batch_size * args.seq_len
-train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
-                           seed=args.seed, device=device)
-data.eval_batches(os.path.join(meta['out_dir'], 'val.bin'), micro, args.seq_len, rank, world)  # fail early if short
+try:  # data shorter than one batch fails here, with the numbers and the fix
+    train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
+                               seed=args.seed, device=device)
+    data.eval_batches(os.path.join(meta['out_dir'], 'val.bin'), micro, args.seq_len, rank, world)
+except ValueError as e:
+    p.exit(2, f"error: {e}\n")
 
 # -----------------------------------------------------------------------------
 # model
@@ -243,8 +247,12 @@ for step in range(start_step, max_steps + 1):
         if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
             model.require_backward_grad_sync = micro_step == grad_accum - 1
         with autocast:
-            nll, n = family.loss(model, x0, train=True, strata=(rank * grad_accum + micro_step, world * grad_accum),
-                                 generator=torch.Generator().manual_seed(t_gen_seed), **options)
+            strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice of the batch
+            try:
+                nll, n = family.loss(model, x0, train=True, strata=strata,
+                                     generator=torch.Generator().manual_seed(t_gen_seed), **options)
+            except ValueError as e:  # a family rejects its options (e.g. eso --alpha0 0.5 with --batch-split 1)
+                p.exit(2, f"error: {e}\n")
         loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: the sum is the batch mean
         loss.backward()
         train_loss += loss.detach()

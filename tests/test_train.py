@@ -20,6 +20,8 @@ def run(args, cwd, torchrun=False, check=True):
            else [sys.executable]) + [os.path.join(ROOT, 'train.py')] + args
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    if torchrun and out.returncode and 'address already in use' in out.stderr.lower():  # a port race, not a bug
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
     if check and out.returncode:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out
@@ -105,3 +107,34 @@ def test_train_then_sample_from_the_checkpoint(corpus, tmp_path):
     bad = subprocess.run(cmd[:2] + ['--ckpt', 'o/ckpt.pt', '--prompt', 'x' * 40, '--length', '20'], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
     assert bad.returncode == 2 and 'shorten --prompt' in bad.stderr and 'Traceback' not in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family_flags,sample_flags,nfe', [
+    (['--family', 'mdlm', '--loss', 'elbo'], ['--steps', '4', '--no-cache'], 5),
+    (['--family', 'duo'], ['--steps', '4', '--noise-removal', 'greedy'], 5),
+    (['--family', 'eso', '--alpha0', '0.5', '--batch-split', '0.5'], ['--alpha0', '0'], 16),
+])
+def test_every_family_trains_and_samples(corpus, tmp_path, family_flags, sample_flags, nfe):
+    """train.py runs each diffusion family; sample.py reads the family and options from the checkpoint, shows the
+    intermediate states, and reports the network calls (eso at sampling-time alpha0 = 0: one call per token)."""
+    run(TINY + ['--data', corpus, '--batch-size', '4', '--max-steps', '2', '--out-dir', 'o'] + family_flags,
+        cwd=tmp_path)
+    res = json.loads((tmp_path / 'o' / 'results.json').read_text())
+    assert res['family'] == family_flags[1] and res['steps'] == 2
+    cmd = [sys.executable, os.path.join(ROOT, 'sample.py'), '--ckpt', 'o/ckpt.pt', '--num-samples', '1',
+           '--length', '16', '--show-steps', '1'] + sample_flags
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr
+    assert f'{nfe} network calls' in out.stdout and out.stdout.count('[call ') == nfe
+
+
+def test_options_that_do_not_apply_or_do_not_fit_are_one_line_errors(corpus, tmp_path):
+    out = run(TINY + ['--data', corpus, '--family', 'ar', '--loss', 'elbo'], cwd=tmp_path, check=False)
+    assert out.returncode == 2 and '--loss does not apply' in out.stderr
+    out = run(TINY + ['--data', corpus, '--batch-size', '4', '--family', 'eso', '--alpha0', '0.5'], cwd=tmp_path,
+              check=False)
+    assert out.returncode == 2 and 'batch_split' in out.stderr and 'Traceback' not in out.stderr
+    out = run(TINY + ['--data', corpus, '--batch-size', '100000'], cwd=tmp_path, check=False)
+    assert out.returncode == 2 and 'smaller --batch-size' in out.stderr and 'Traceback' not in out.stderr
