@@ -59,7 +59,7 @@ p.add_argument('--grad-clip', type=float, default=1.0, help='clip the gradient n
 p.add_argument('--eval-every', type=int, default=250, help='validate (and checkpoint) every N steps')
 p.add_argument('--eval-batches', type=int, default=20, help='validation batches per evaluation')
 p.add_argument('--sample-every', type=int, default=0, help='print a sample every N steps (0: only at the end)')
-p.add_argument('--log-every', type=int, default=10, help='print a log line every N steps')
+p.add_argument('--log-every', type=int, default=1, help='print a log line every N steps')
 p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and results.json go')
 p.add_argument('--resume', action='store_true', help='continue from <out-dir>/ckpt.pt (same model and data flags)')
 # system
