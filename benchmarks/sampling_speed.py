@@ -1,6 +1,6 @@
 """Sampling speed of every family on one model size, with and without caches (wall-clock, median of repeats).
 
-    python benchmarks/sampling_speed.py --size small --length 256 --num-samples 8      # ~2 min on 2 CPU cores
+    python benchmarks/sampling_speed.py --size micro --length 256 --num-samples 8      # ~3 min on 2 CPU cores
 
 The weights are random (the zero-initialised layers are given random values): the time of a sampler does not
 depend on what the model has learned, and the unmask schedules do not depend on the weights either. Prints a
@@ -19,11 +19,11 @@ from nanodllm.config import get_config
 from nanodllm.model import Model
 
 p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-p.add_argument('--size', default='small')
+p.add_argument('--size', default='micro')
 p.add_argument('--vocab-size', type=int, default=257, help='257 = byte tokenizer + mask')
 p.add_argument('--length', type=int, default=256)
 p.add_argument('--num-samples', type=int, default=8)
-p.add_argument('--repeats', type=int, default=3)
+p.add_argument('--repeats', type=int, default=1)
 p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
 p.add_argument('--json', default='', help='also write the rows to this file')
 args = p.parse_args()
@@ -52,22 +52,23 @@ runs = [  # (name, function returning (x, nfe))
 
 def timed(fn):
     times, nfe = [], None
-    for r in range(args.repeats + 1):          # the first run is a warm-up
+    for r in range(args.repeats):
         if args.device.startswith('cuda'):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         _, nfe = fn(torch.Generator(args.device).manual_seed(r))
         if args.device.startswith('cuda'):
             torch.cuda.synchronize()
-        if r:
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     return statistics.median(times), nfe
 
 
+ar.sample(model, n, 8, prompt=bos)  # warm-up (allocator, kernels)
 rows = []
 for name, fn in runs:
     seconds, nfe = timed(fn)
     rows.append(dict(sampler=name, nfe=nfe, seconds=seconds, tokens_per_second=n * L / seconds))
+    print(f"{name}: {nfe} calls, {seconds:.2f}s", flush=True)
 ar_time = rows[0]['seconds']
 device = torch.cuda.get_device_name() if args.device.startswith('cuda') else f'{platform.processor() or "cpu"}, ' \
     f'{torch.get_num_threads()} threads'
