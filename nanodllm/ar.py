@@ -38,10 +38,8 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
     """
     if prompt is None or len(prompt) == 0:
         raise ValueError("AR sampling starts from a prompt: pass at least the tokenizer's BOS id")
-    device = model.wte.weight.device
-    P = len(prompt)
-    if P >= length:
-        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or --length")
+    _, P = noise.check_sampling_args(length, None, prompt, model.cfg.mask_id)
+    device = next(model.parameters()).device
     x = prompt.to(device)[None].repeat(n, 1)                                    # (n, P)
     cache = model.new_cache() if use_cache else None
     nfe = 0

@@ -147,16 +147,9 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
     """
     if noise_removal not in NOISE_REMOVALS:
         raise ValueError(f"noise_removal must be one of {NOISE_REMOVALS} for Duo, got {noise_removal!r}")
-    steps = length if steps is None else steps
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps, P = noise.check_sampling_args(length, steps, prompt, model.cfg.mask_id)
     V = model.cfg.vocab_size
     device = next(model.parameters()).device
-    P = 0 if prompt is None else len(prompt)
-    if P >= length:
-        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or --length")
-    if P and (prompt == model.cfg.mask_id).any():
-        raise ValueError(f"prompt contains the mask id {model.cfg.mask_id}: pass clean token ids only")
     prompt = None if P == 0 else prompt.to(device)
     x = torch.randint(0, V, (n, length), generator=generator, device=device)       # the prior: uniform on [0, V)
     if P:

@@ -168,12 +168,7 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
     if not 0.0 <= alpha0 <= 1.0:
         raise ValueError(f"alpha0 must lie in [0, 1], got {alpha0}")
     device, mask_id = next(model.parameters()).device, model.cfg.mask_id
-    P = 0 if prompt is None else len(prompt)
-    if P >= length:
-        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or --length")
-    steps = length if steps is None else steps
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps, P = noise.check_sampling_args(length, steps, prompt, mask_id)
 
     counts = unmask_schedule(length - P, steps, alpha0, generator)
     n_diff = sum(counts)

@@ -97,19 +97,11 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
     """
     if noise_removal not in NOISE_REMOVALS:
         raise ValueError(f"noise_removal must be one of {NOISE_REMOVALS}, got {noise_removal!r}")
-    steps = length if steps is None else steps
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
     mask_id = model.cfg.mask_id
+    steps, P = noise.check_sampling_args(length, steps, prompt, mask_id)
     device = next(model.parameters()).device
     x = torch.full((n, length), mask_id, dtype=torch.long, device=device)          # the prior: all masks
-    if prompt is not None and len(prompt) > 0:
-        P = len(prompt)
-        if P >= length:
-            raise ValueError(f"prompt has {P} tokens but the sample length is {length}: "
-                             "use a shorter prompt or a larger --length")
-        if (prompt == mask_id).any():
-            raise ValueError(f"prompt contains the mask id {mask_id}: pass clean token ids only")
+    if P:
         x[:, :P] = prompt.to(device)
     grid = noise.sampling_grid(steps).tolist()                                      # steps + 1 times, 1 -> 1e-5
     nfe, p = 0, None

@@ -78,3 +78,18 @@ def probs_from_logits(logits, temperature=1.0, top_p=1.0):
     """
     logits = logits.double().masked_fill(logits <= NEG_INF, float('-inf')) / max(temperature, 1e-8)
     return top_p_filter(logits, top_p).softmax(dim=-1)
+
+
+def check_sampling_args(length, steps, prompt, mask_id):
+    """The checks every sampler makes -> (steps, P): steps defaults to length; the prompt (P,) must be shorter than
+    the sample and hold clean token ids only."""
+    steps = length if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    P = 0 if prompt is None else len(prompt)
+    if P >= length:
+        raise ValueError(f"prompt has {P} tokens but the sample length is {length}: use a shorter prompt or a "
+                         f"larger --length")
+    if P and (prompt == mask_id).any():
+        raise ValueError(f"prompt contains the mask id {mask_id}: pass clean token ids only")
+    return steps, P
