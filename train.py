@@ -61,7 +61,9 @@ p.add_argument('--eval-batches', type=int, default=20, help='validation batches 
 p.add_argument('--sample-every', type=int, default=0, help='print a sample every N steps (0: only at the end)')
 p.add_argument('--log-every', type=int, default=1, help='print a log line every N steps')
 p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and results.json go')
-p.add_argument('--resume', action='store_true', help='continue from <out-dir>/ckpt.pt (same model and data flags)')
+p.add_argument('--resume', action='store_true',
+               help='continue from <out-dir>/ckpt.pt (same model, data and family flags); weights, optimizer and data '
+                    'position are restored, the masking noise of diffusion families is drawn afresh')
 # system
 p.add_argument('--device', default='auto', help='auto | cpu | cuda | mps')
 p.add_argument('--dtype', default='auto', help='auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16')
@@ -139,6 +141,8 @@ if args.resume:
         if ckpt['args'][k] != getattr(args, k):
             p.exit(2, f"error: --resume: --{k.replace('_', '-')} is {getattr(args, k)!r} but the checkpoint was "
                       f"trained with {ckpt['args'][k]!r}; pass the same value\n")
+    if ckpt['options'] != options:
+        p.exit(2, f"error: --resume: family options {options} differ from the checkpoint's {ckpt['options']}\n")
     model.load_state_dict(ckpt['model'])
     optimizer.load_state_dict(ckpt['optimizer'])
     train_loader.load_state_dict(ckpt['loader'])  # every rank's loader is at the same (epoch, step)
