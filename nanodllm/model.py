@@ -99,13 +99,10 @@ class Block(nn.Module):
         if cache is not None:
             # cached rows come first; keys are stored pre-rotary and rotated here with their own positions
             if cache.k[layer] is not None:
-                k_all = torch.cat([cache.k[layer], k], dim=2)                       # (B, H, Tc + T, hd)
-                v_all = torch.cat([cache.v[layer], v], dim=2)
-            else:
-                k_all, v_all = k, v
-            n_keep = T if keep is None else keep
-            cache.k[layer], cache.v[layer] = k_all[:, :, :k_all.size(2) - T + n_keep], v_all[:, :, :v_all.size(2) - T + n_keep]
-            k, v = k_all, v_all
+                k = torch.cat([cache.k[layer], k], dim=2)                           # (B, H, Tc + T, hd)
+                v = torch.cat([cache.v[layer], v], dim=2)
+            n_cached = k.size(2) - T + (T if keep is None else keep)                 # old rows + the first `keep`
+            cache.k[layer], cache.v[layer] = k[:, :, :n_cached], v[:, :, :n_cached]
         # cos/sin cover all key positions; queries are the last T of them
         q = apply_rotary(q, cos[:, :, -T:], sin[:, :, -T:])
         k = apply_rotary(k, cos, sin)

@@ -9,7 +9,7 @@ import torch
 
 from .model import NEG_INF
 
-EPS = 1e-3        # alpha(1) = alpha0 * EPS: the process never reaches all-noise exactly (hard-coded in the paper's code)
+EPS = 1e-3        # alpha(1) = alpha0 * EPS: never exactly all-noise (hard-coded in the paper's code)
 T_MIN = 1e-3      # training t lies in [T_MIN, 1]
 T_END = 1e-5      # the sampling grid stops here; the last network call is the noise-removal step
 
@@ -44,7 +44,7 @@ def sampling_grid(steps):
 
 
 def sample_categorical(p, generator=None):
-    """Exponential race: argmax_j p_j / E_j with E_j ~ Exp(1), in float64 (spec §0.5). p (..., V) >= 0, unnormalised ok.
+    """Exponential race: argmax_j p_j / E_j, E_j ~ Exp(1), in float64 (spec §0.5). p (..., V) >= 0, unnormalised ok.
 
     Equivalent to Gumbel-max on log p; float32 noise is known to lower sample entropy, so keep float64.
     """
