@@ -14,7 +14,7 @@ over a *permuted* order (the `pos` argument carries the original positions), and
 import torch
 import torch.nn.functional as F
 
-from . import noise
+from . import mdlm, noise
 
 OPTIONS = {'loss_type': 'low_var', 'alpha0': 1.0, 'batch_split': 1.0}
 TIME_CONDITIONING = False   # sigma = 0 in both parts and in sampling (spec §4.1)
@@ -44,11 +44,6 @@ def sequential_mask(L, device='cpu'):
     return top | bottom                                                          # (2L, 2L)
 
 
-def _mask_tokens(x0, alpha, mask_id):
-    """MDLM forward process (spec §2.1): each token becomes the mask id with probability 1 - alpha (global RNG)."""
-    return torch.where(torch.rand(x0.shape, device=x0.device) < 1 - alpha, mask_id, x0)
-
-
 def _masked_nll(logits, targets, is_masked):
     """-log p(target) at masked slots, 0 elsewhere (carry-over, spec §2.2). cross_entropy log-softmaxes the fp32
     logits before gathering (spec §9.3; the paper's sequential loss gathers raw logits, §4.4.5)."""
@@ -64,8 +59,7 @@ def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
     # t: stratified over the n K diffusion rows of the global batch (the paper: floor(global_batch * batch_split))
     t = noise.sample_t(n, *strata, generator=generator, device=x0.device)      # (n,)
     alpha_t = noise.alpha(t, alpha0)[:, None]                                   # (n, 1)
-    dalpha_t = noise.dalpha(t, alpha0)[:, None]                                 # (n, 1), = -alpha0 (1 - eps)
-    zt = _mask_tokens(x0, alpha_t, mask_id)                                     # (n, L)
+    zt = mdlm.corrupt(x0, alpha_t, mask_id)                                     # (n, L) MDLM masking
     # clean first, random order inside each group: key = 1[masked] + 0.9 U (spec §4.2, §9.11)
     key = (zt == mask_id).float() + 0.9 * torch.rand(zt.shape, device=x0.device)
     sort_idx = key.argsort(dim=1)                                               # (n, L) original position per slot
@@ -74,7 +68,7 @@ def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
     nll = _masked_nll(logits, x0, zt == mask_id)                                # (n, L)
     if train and loss_type == 'low_var':
         return nll.sum()                                                        # low-var: plain CE (spec §2.2)
-    return (-dalpha_t / (1 - alpha_t) * nll).sum()                              # NELBO weight alpha0(1-eps)/(1-alpha_t)
+    return (mdlm.nelbo_weight(t, alpha0)[:, None] * nll).sum()                  # weight alpha0(1-eps)/(1-alpha_t)
 
 
 def _sequential_nll(model, x0, alpha0):
@@ -82,7 +76,7 @@ def _sequential_nll(model, x0, alpha0):
     Needs no t; at alpha0 = 0 every token is masked, the order is the identity, and this is the exact L-token NLL."""
     n, L = x0.shape
     mask_id = model.cfg.mask_id
-    z0 = _mask_tokens(x0, alpha0, mask_id)                                      # (n, L)
+    z0 = mdlm.corrupt(x0, alpha0, mask_id)                                      # (n, L)
     masked = z0 == mask_id
     # clean first in random order, then the masks left to right (key in [1, 2) increasing with position)
     ramp = torch.arange(L, device=x0.device) / L
