@@ -404,6 +404,8 @@ def main(argv=None):
         p.exit(2, f"error: {e}\n")
     except KeyboardInterrupt:
         p.exit(130, "interrupted: run the same command again to resume from the last shard\n")
+    except OSError as e:  # e.g. a full disk while writing: what was committed stays
+        p.exit(1, f"error: {e}: fix it and run the same command again to resume from the last shard\n")
     print(f"{meta['out_dir']}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens from "
           f"{meta['n_documents']:,} documents ({meta['tokenizer']}, n_vocab {meta['n_vocab']}, {meta['dtype']}; "
           f"{time.time() - t0:.1f} s) from {meta['source']}")

@@ -392,3 +392,13 @@ def test_cli_prepares(tmp_path, capsys):
     main(['--data', str(tmp_path / 'x.jsonl'), '--text-field', 'body', '--out-dir', str(tmp_path / 'out'),
           '--val-fraction', '0.25', '--workers', '0'])
     assert '304 train + 100 val tokens from 4 documents'  # 3 x 100 + 2 separators of 2 bytes in capsys.readouterr().out
+
+def test_cli_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / 'x.txt').write_text('abc ' * 100)
+    def full(*args):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(data, '_commit', full)
+    with pytest.raises(SystemExit) as e:
+        main(['--data', str(tmp_path / 'x.txt'), '--out-dir', str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count('\n') == 1 and 'No space left on device' in err and 'resume' in err, err
