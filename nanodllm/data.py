@@ -1,23 +1,37 @@
 """
-Data for nanodllm: tokenizers, corpus -> train.bin/val.bin, and the batch loader.
+Data for nanodllm: tokenizers, corpus -> train.bin / val.bin, and the batch loader. The path, top to bottom:
+
+  corpus: 'shakespeare' | a .txt / .jsonl / .jsonl.gz file | a folder of them | hf:NAME[:CONFIG]  (corpus.py)
+  -> documents, read in blocks and cut into ~1 MB parts -> a pool of tokenizer processes, in order (corpus.py)
+  -> ids appended to train.bin / val.bin in <cache>.partial/, committed after every shard (SHARD_CHUNKS parts)
+  -> meta.json, then <cache>.partial/ renamed to <cache>/: a cache appears whole or not at all, never rewritten
+  -> Loader / eval_batches: (B, T) blocks of a .bin read through np.memmap, sharded by rank.
 
 - get_tokenizer('byte' | 'gpt2'): ids 0..n_vocab-1 are real tokens. The diffusion mask token is NOT part of
   the tokenizer: models append it as id n_vocab. decode() renders any id outside [0, n_vocab) as MASK_CHAR.
-- prepare(data, tokenizer): tokenizes the vendored Shakespeare corpus (nanodllm/assets, see ASSETS.md), a text
-  file or a folder of *.txt files into out_dir/{train,val}.bin (flat uint16/uint32 token stream) + meta.json.
+- prepare(data, tokenizer): the cache is data/<name>_<tokenizer>_<key>/ under the cwd, key = 12 hex digits of the
+  sha256 of the corpus bytes and the settings, so two different input.txt files never share a cache. It holds
+  train.bin / val.bin (flat uint16 ids; uint32 from 65,535 ids) and meta.json. In each split, tokenizer.sep
+  separates documents. The val split is taken by documents: document i (in corpus order) is val when
+  floor((i+1) f) > floor(i f), f = val_fraction: exactly floor(n f) of n documents, spread evenly (every 20th at
+  f = 0.05). A corpus of fewer than 1/f documents, such as the bundled Shakespeare (one document), gets none that
+  way; its val split is then the last f of its tokens, as before streaming, so Shakespeare results stay comparable.
 - Loader: infinite, seeded, rank-sharded (B, T) batches of non-overlapping seq_len blocks of a .bin file.
 - eval_batches: fixed, in-order, rank-sharded batches of the val split (the same on every call).
 Everything works offline: the corpus and GPT-2's BPE ranks ship with the package.
 
-    python -m nanodllm.data --data shakespeare --tokenizer gpt2      # -> data/shakespeare_gpt2/
+    python -m nanodllm.data --data shakespeare --tokenizer gpt2          # -> data/shakespeare_gpt2_<key>/
+    python -m nanodllm.data --data corpus/ --tokenizer gpt2 --workers 16   # any size: memory stays bounded
 """
-import argparse, base64, functools, hashlib, json, lzma, os, re
+import argparse, base64, contextlib, fcntl, functools, glob, hashlib, json, lzma, math, os, secrets, shutil, sys, time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-ASSETS = Path(__file__).parent / 'assets'
+from nanodllm.corpus import ASSETS, Corpus
+
 TOKENIZERS = ('byte', 'gpt2')
 MASK_CHAR = '\u25ae'  # '▮': how decode() shows the mask id (and any id >= n_vocab)
 # GPT-2's pre-tokenization regex (tiktoken's r50k_base pat_str), written out so we need no tiktoken_ext / network
@@ -34,16 +48,9 @@ def _gpt2_encoding():
     return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                              special_tokens={'<|endoftext|>': 50256})
 
-def _cut(text, size=1 << 20):
-    """Split text into pieces of about `size` chars, cutting only between a non-space and a newline: no GPT-2
-    pre-token spans such a boundary, so the ids of the pieces, concatenated, equal the ids of the whole text."""
-    cuts = [0]
-    while (m := re.compile(r'\S(?=\n)').search(text, cuts[-1] + size)) is not None:
-        cuts.append(m.end())
-    return [text[a:b] for a, b in zip(cuts, cuts[1:] + [len(text)])]
-
 class Tokenizer:
-    """name, n_vocab (real ids only), bos (first token of AR samples), sep (ids put between documents)."""
+    """name, n_vocab (real ids only), bos (first token of AR samples), sep (ids put between documents),
+    dtype (of the .bin files: uint16 when n_vocab + 1, the mask id included, fits)."""
     def __init__(self, name):
         if name not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {name!r}: use one of {TOKENIZERS}")
@@ -53,23 +60,18 @@ class Tokenizer:
         else:                # GPT-2 BPE; <|endoftext|> (50256) starts samples and separates documents
             self.enc = _gpt2_encoding()
             self.n_vocab, self.bos, self.sep = self.enc.n_vocab, self.enc.eot_token, [self.enc.eot_token]
+        self.dtype = np.dtype(np.uint16 if self.n_vocab + 1 < 2**16 else np.uint32)
 
     def encode(self, text):
         """str -> list[int]. gpt2: special-token text like '<|endoftext|>' is encoded as ordinary text."""
         return list(text.encode('utf-8')) if self.enc is None else self.enc.encode_ordinary(text)
 
-    def encode_documents(self, docs):
-        """list[str] -> np.int64 array (N,): all documents, self.sep between consecutive ones."""
+    def encode_array(self, text):
+        """str -> np.ndarray of self.dtype, the ids of encode() without a Python int per byte (for prepare).
+        An unpaired surrogate (possible in JSON text) becomes '?' here and U+FFFD under gpt2."""
         if self.enc is None:
-            return np.frombuffer('\n\n'.join(docs).encode('utf-8'), dtype=np.uint8).astype(np.int64)  # sep = '\n\n'
-        pieces = [(d, piece) for d, doc in enumerate(docs) for piece in _cut(doc)]  # big pieces: fast in parallel
-        ids = self.enc.encode_ordinary_batch([piece for _, piece in pieces], num_threads=2)
-        out = []
-        for k, ((d, _), part) in enumerate(zip(pieces, ids)):
-            if k > 0 and pieces[k - 1][0] != d:
-                out.append(self.sep)
-            out.append(part)
-        return np.concatenate([np.asarray(x, dtype=np.int64) for x in out])
+            return np.frombuffer(text.encode('utf-8', errors='replace'), dtype=np.uint8).astype(self.dtype)
+        return np.array(self.enc.encode_ordinary(text), dtype=self.dtype)
 
     def decode(self, ids, mask_id=None):
         """list/array/tensor of ids -> str. Ids outside [0, n_vocab) (the mask token) and mask_id show as MASK_CHAR;
@@ -91,65 +93,199 @@ def get_tokenizer(name):
 # -----------------------------------------------------------------------------
 # corpus -> train.bin / val.bin / meta.json
 
-def _read_documents(data):
-    """-> (docs: list[str], source: str, stem: str). 'shakespeare' = the vendored corpus (one document)."""
-    if data == 'shakespeare':
-        with lzma.open(ASSETS / 'shakespeare.txt.xz') as f:
-            return [f.read().decode('utf-8')], 'shakespeare (nanodllm/assets/shakespeare.txt.xz)', 'shakespeare'
-    path = Path(data).expanduser().resolve()
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: pass 'shakespeare', a .txt file or a folder of .txt files")
-    files = sorted(path.rglob('*.txt')) if path.is_dir() else [path]
-    docs = []
-    for f in files:
-        try:
-            docs.append(f.read_bytes().decode('utf-8'))
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{f} is not UTF-8 ({e}): convert it to UTF-8, or remove it from the folder") from None
-    docs = [d for d in docs if d]  # empty files would only add separators
-    if not docs:
-        raise ValueError(f"no text in {path}: pass a non-empty .txt file or a folder with non-empty *.txt files")
-    return docs, str(path), path.stem
+FORMAT = 2              # version of what prepare() writes; part of the cache key, so a new version never reuses
+CHUNK_CHARS = 1 << 20   # characters (or .jsonl bytes) per chunk, the unit of work of a tokenizer process
+SHARD_CHUNKS = 256      # chunks per shard (~256 MB of text): progress is committed after each one
 
-def _write_atomic(path, data: bytes):
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)  # a crash leaves the old file or a .tmp, never a half-written file under the real name
-
-def prepare(data='shakespeare', tokenizer='byte', out_dir=None, val_fraction=0.05):
-    """Tokenize `data` ('shakespeare', a .txt file, or a folder: its *.txt files, recursively, sorted by path,
-    tokenizer.sep between them) into out_dir (default data/<stem>_<tokenizer>/ under the cwd). The last
-    val_fraction of the token stream is val.bin. Skipped when meta.json already matches.
-    Returns the meta dict (as in meta.json) plus 'out_dir'."""
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction} must be in [0, 1): e.g. 0.05")
-    docs, source, stem = _read_documents(data)
+def prepare(data='shakespeare', tokenizer='byte', out_dir=None, val_fraction=0.05, text_field='text', workers=None):
+    """Tokenize the corpus `data` (see nanodllm/corpus.py) into out_dir/{train,val}.bin + meta.json; returns the
+    meta dict (as in meta.json) plus 'out_dir'. out_dir: default data/<name>_<tokenizer>_<key>/ (see the module
+    docstring); a given out_dir must be empty, missing, or hold this very corpus and settings. A cache is reused,
+    never rewritten; concurrent calls wait for each other (a lock file next to the cache). workers: tokenizer
+    processes (default: all cores for gpt2, 0 for byte; 0: this process).
+    Every problem with the input raises ValueError with one line that names the fix."""
     tok = get_tokenizer(tokenizer)
-    out_dir = Path(out_dir if out_dir is not None else f'data/{stem}_{tok.name}')
-    sha = hashlib.sha256(b'\0'.join(d.encode('utf-8') for d in docs)).hexdigest()
-    key = dict(source=source, source_sha256=sha, tokenizer=tok.name, val_fraction=val_fraction)
-    meta_path = out_dir / 'meta.json'
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        size = np.dtype(meta.get('dtype', 'uint16')).itemsize
-        if (all(meta.get(k) == v for k, v in key.items())
-                and all((out_dir / f'{s}.bin').exists() and (out_dir / f'{s}.bin').stat().st_size
-                        == size * meta[f'{s}_tokens'] for s in ('train', 'val'))):
-            return {**meta, 'out_dir': str(out_dir)}
-        meta_path.unlink()  # stale: remove first, so a crash below cannot leave old meta next to new bins
-    ids = tok.encode_documents(docs)                       # (N,) int64
-    dtype = np.uint16 if tok.n_vocab + 1 < 2**16 else np.uint32
-    n_val = int(len(ids) * val_fraction)
-    train, val = ids[:len(ids) - n_val].astype(dtype), ids[len(ids) - n_val:].astype(dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / 'train.bin', train.tobytes())
-    _write_atomic(out_dir / 'val.bin', val.tobytes())
-    meta = dict(key, n_vocab=tok.n_vocab, bos=tok.bos, sep=tok.sep, dtype=np.dtype(dtype).name,
-                train_tokens=len(train), val_tokens=len(val), n_documents=len(docs),
-                source_chars=sum(len(d) for d in docs))
-    _write_atomic(meta_path, json.dumps(meta, indent=2).encode())  # last: its presence means the bins are whole
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r} must be a number in [0, 1): e.g. 0.05")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers={workers!r} must be an integer >= 0 (0: tokenize in this process)")
+    corpus = Corpus(data, text_field)
+    settings = dict(tokenizer=tok.name, val_fraction=float(val_fraction), format=FORMAT,
+                    text_field=text_field if corpus.hf or any(k != '.txt' for _, k in corpus.files) else None)
+    # 1. a finished cache of these settings whose source files are unchanged (size, inode, times): no reading
+    signature = corpus.signature()
+    prefix = f'{corpus.name}_{tok.name}_'
+    for d in [Path(out_dir)] if out_dir else sorted(Path('data').glob(glob.escape(prefix) + '[0-9a-f]' * 12)):
+        if meta := _cached(d, dict(settings, source_signature=signature)):
+            return meta
+    # 2. the cache of this content: found, or written under a lock
+    key = dict(settings, source_sha256=corpus.fingerprint())
+    out_dir = Path(out_dir or Path('data') / (prefix + _sha256(key)[:12]))
+    with _lock(out_dir):
+        if meta := _cached(out_dir, key):  # the same bytes under other file times, or another process wrote it
+            return meta
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise ValueError(f"{out_dir} already holds something else than the tokens of {corpus.source} with "
+                             f"these settings: pass another --out-dir, or delete it")
+        _tokenize(corpus, tok, out_dir, key, signature, workers)
+    return _cached(out_dir, key)
+
+def _sha256(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+def _cached(out_dir, key):
+    """meta + out_dir of the finished cache in out_dir if its meta.json matches key, else None."""
+    try:
+        meta = json.loads((Path(out_dir) / 'meta.json').read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in key.items()):
+        return None
+    tok_dtype = get_tokenizer(meta['tokenizer']).dtype
+    for split in ('train', 'val'):  # a finished cache is never written again: a size mismatch means damage
+        path, expected = Path(out_dir) / f'{split}.bin', meta.get(f'{split}_tokens', -1) * np.dtype(tok_dtype).itemsize
+        if not path.is_file() or path.stat().st_size != expected:
+            raise ValueError(f"{path} is damaged (not the {expected:,} bytes that meta.json promises): delete "
+                             f"{out_dir} and prepare again")
     return {**meta, 'out_dir': str(out_dir)}
+
+@contextlib.contextmanager
+def _lock(out_dir):
+    """An exclusive flock on <out_dir>.lock while out_dir is prepared: one process writes, the others wait and
+    then find the finished cache. The lock goes with the process, even on kill -9 (the file itself stays)."""
+    path = out_dir.with_name(out_dir.name + '.lock')
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, 'a')
+    except OSError as e:
+        raise ValueError(f"cannot write {path} ({e.strerror}): run from a writable folder or pass a writable "
+                         f"--out-dir") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is preparing {out_dir}", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:
+            raise ValueError(f"cannot lock {path} ({e.strerror}): pass an --out-dir on a local disk") from None
+        yield
+
+def _is_val(i, val_fraction):
+    """Document i goes to val when floor((i+1) f) > floor(i f): floor(n f) of the first n documents."""
+    per_million = round(val_fraction * 1_000_000)  # integers: no float rounding in the test
+    return (i + 1) * per_million // 1_000_000 > i * per_million // 1_000_000
+
+def _tokenize(corpus, tok, out_dir, key, signature, workers):
+    """Stream the corpus through the tokenizer into <out_dir>.partial/, then rename that to out_dir (caller holds
+    the lock). Resumable per shard: after every SHARD_CHUNKS chunks the bins are fsynced and progress.json is
+    replaced atomically; a run that was killed or interrupted resumes from the last committed shard (its bins are
+    cut back to the committed sizes; earlier chunks are re-read, not re-tokenized). An input error discards the
+    partial folder: fixing the input changes the key anyway."""
+    work, size = out_dir.with_name(out_dir.name + '.partial'), tok.dtype.itemsize
+    state = dict(key=key, chunk_chars=CHUNK_CHARS, chunks=0, split='train', n_documents=0, train_documents=0,
+                 val_documents=0, train_tokens=0, val_tokens=0)
+    saved = _read_json(work / 'progress.json') or {}
+    if ((saved.get('key'), saved.get('chunk_chars')) == (key, CHUNK_CHARS)
+            and all(_size(work / f'{s}.bin') >= saved[f'{s}_tokens'] * size for s in ('train', 'val'))):
+        state = saved
+        print(f"resuming {work}: {state['n_documents']:,} documents were done", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    files = {}
+    try:
+        for split in ('train', 'val'):  # cut back to the last commit, then append
+            (work / f'{split}.bin').touch()
+            os.truncate(work / f'{split}.bin', state[f'{split}_tokens'] * size)
+            files[split] = open(work / f'{split}.bin', 'ab')
+        sep, t0, tokens0 = np.array(tok.sep, dtype=tok.dtype), time.time(), state['train_tokens'] + state['val_tokens']
+        parts = corpus.tokenized(tok, workers, CHUNK_CHARS, skip=state['chunks'])
+        with contextlib.closing(parts), tqdm(desc='tokenizing', unit=' docs', initial=state['n_documents'],
+                                             disable=None) as bar:  # closing: stops the workers on any error
+            for new_docs, pieces in parts:
+                for new_doc, ids in zip(new_docs, pieces):
+                    if new_doc:  # a document starts: choose its split; sep between the documents of a split
+                        state['split'] = 'val' if _is_val(state['n_documents'], key['val_fraction']) else 'train'
+                        state['n_documents'] += 1
+                        state[state['split'] + '_documents'] += 1
+                        ids = np.concatenate([sep, ids]) if state[state['split'] + '_tokens'] else ids
+                    files[state['split']].write(ids.tobytes())
+                    state[state['split'] + '_tokens'] += len(ids)
+                state['chunks'] += 1
+                if state['chunks'] % SHARD_CHUNKS == 0:
+                    _commit(files, state, work)
+                tokens = state['train_tokens'] + state['val_tokens']
+                bar.update(state['n_documents'] - bar.n)
+                bar.set_postfix_str(f"{tokens:,} tokens, {(tokens - tokens0) / (time.time() - t0 + 1e-9):,.0f} "
+                                    f"tokens/s", refresh=False)
+        _commit(files, state, work)
+        for f in files.values():
+            f.close()
+        if not state['n_documents']:
+            raise ValueError(f"no text in {corpus.source}: every document is empty; pass non-empty text")
+        if key['val_fraction'] and not state['val_documents']:  # too few documents: val = the last f of the tokens
+            n_val = int(state['train_tokens'] * key['val_fraction'])
+            _move_tail(work, n_val, size)
+            state['train_tokens'], state['val_tokens'] = state['train_tokens'] - n_val, n_val
+        if corpus.signature() != signature:
+            raise ValueError(f"{corpus.source} changed while it was tokenized: prepare again once it is final")
+    except ValueError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        for f in files.values():
+            f.close()
+    meta = dict(key, source=corpus.source, source_signature=signature, n_vocab=tok.n_vocab, bos=tok.bos,
+                sep=tok.sep, dtype=tok.dtype.name, val_split='documents' if state['val_documents'] else 'last tokens',
+                **{k: state[k] for k in ('train_tokens', 'val_tokens', 'n_documents', 'train_documents',
+                                         'val_documents')})
+    (work / 'progress.json').unlink()
+    _write_json(work / 'meta.json', meta)
+    os.rename(work, out_dir)  # atomic: out_dir is absent or empty (checked under the lock)
+    _fsync(out_dir.parent)
+
+def _move_tail(work, n_val, itemsize):
+    """val.bin = the last n_val tokens of train.bin, which loses them (the split of a corpus of few documents)."""
+    n_train = _size(work / 'train.bin') // itemsize - n_val
+    with open(work / 'train.bin', 'rb') as src, open(work / 'val.bin', 'wb') as dst:
+        src.seek(n_train * itemsize)
+        shutil.copyfileobj(src, dst, 1 << 22)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.truncate(work / 'train.bin', n_train * itemsize)  # killed after this: train.bin < committed, a fresh start
+
+def _commit(files, state, work):
+    for f in files.values():
+        f.flush()
+        os.fsync(f.fileno())
+    _write_json(work / 'progress.json', state)
+
+def _size(path):
+    return path.stat().st_size if path.is_file() else -1
+
+def _read_json(path):
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+def _write_json(path, obj):
+    """Atomic: a temporary file with a unique name (two writers never rename each other's), fsynced, renamed."""
+    tmp = path.with_name(f'{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+def _fsync(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 # -----------------------------------------------------------------------------
 # batches
@@ -159,8 +295,8 @@ def _open_bin(bin_path):
     bin_path = Path(bin_path)
     meta = bin_path.parent / 'meta.json'
     if not meta.exists():
-        raise FileNotFoundError(f"{meta} not found: create {bin_path.parent} with "
-                                f"`python -m nanodllm.data --data ... --out-dir {bin_path.parent}`")
+        raise ValueError(f"{meta} not found: create {bin_path.parent} with "
+                         f"`python -m nanodllm.data --data ... --out-dir {bin_path.parent}`")
     dtype = json.loads(meta.read_text())['dtype']
     if bin_path.exists() and bin_path.stat().st_size == 0:  # e.g. val.bin with val_fraction=0; mmap can't map it
         return np.zeros(0, dtype=dtype)
@@ -230,17 +366,49 @@ def eval_batches(bin_path, batch_size, seq_len, rank=0, world_size=1, max_batche
 
 # -----------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2, no usage dump
+        self.exit(2, f"error: {message}\n")
+
+def _number(kind, low, high=None):
+    """argparse type: a finite `kind` in [low, high), naming the range when it is not."""
+    def parse(text):
+        try:
+            x = kind(text)
+        except ValueError:
+            x = None
+        if x is None or not math.isfinite(x) or x < low or (high is not None and x >= high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'} in "
+                                             f"[{low}, {high if high is not None else 'inf'})")
+        return x
+    return parse
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description='Tokenize a corpus into train.bin / val.bin / meta.json.')
+    p = _Parser(description='Tokenize a corpus into train.bin / val.bin / meta.json (streamed, any size).',
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--data', default='shakespeare',
-                   help="'shakespeare' (vendored, 42 works, 5 MB), a .txt file, or a folder of *.txt files")
+                   help="'shakespeare' (bundled, 42 works, 5 MB), a .txt / .jsonl / .jsonl.gz file, a folder of "
+                        "them, or hf:NAME[:CONFIG] (a Hugging Face dataset; pip install -e '.[hf]')")
     p.add_argument('--tokenizer', default='byte', choices=TOKENIZERS, help='byte: 256 ids; gpt2: 50257 ids')
-    p.add_argument('--out-dir', default=None, help='output folder (default: data/<name>_<tokenizer>)')
-    p.add_argument('--val-fraction', type=float, default=0.05, help='last fraction of the tokens used as val')
+    p.add_argument('--out-dir', default=None, help='output folder (default: data/<name>_<tokenizer>_<key>)')
+    p.add_argument('--val-fraction', type=_number(float, 0, 1), default=0.05,
+                   help='fraction of the documents held out as val (of the tokens, for fewer than 1/f documents)')
+    p.add_argument('--text-field', default='text', help='.jsonl / hf: the field that holds the text')
+    p.add_argument('--workers', type=_number(int, 0), default=None,
+                   help='tokenizer processes (default: all cores for gpt2, 0 for byte; 0: this process)')
     args = p.parse_args(argv)
-    meta = prepare(args.data, args.tokenizer, args.out_dir, args.val_fraction)
-    print(f"{meta['out_dir']}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens "
-          f"({meta['tokenizer']}, n_vocab {meta['n_vocab']}, {meta['dtype']}) from {meta['source']}")
+    t0 = time.time()
+    try:
+        meta = prepare(args.data, args.tokenizer, args.out_dir, args.val_fraction, args.text_field, args.workers)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
+    except KeyboardInterrupt:
+        p.exit(130, "interrupted: run the same command again to resume from the last shard\n")
+    except OSError as e:  # e.g. a full disk while writing: what was committed stays
+        p.exit(1, f"error: {e}: fix it and run the same command again to resume from the last shard\n")
+    print(f"{meta['out_dir']}: {meta['train_tokens']:,} train + {meta['val_tokens']:,} val tokens from "
+          f"{meta['n_documents']:,} documents ({meta['tokenizer']}, n_vocab {meta['n_vocab']}, {meta['dtype']}; "
+          f"{time.time() - t0:.1f} s) from {meta['source']}")
 
 if __name__ == '__main__':
     main()
