@@ -107,7 +107,7 @@ try:
 except FloatingPointError as e:  # NaN probabilities: never print them as text
     p.fail(e, code=1)
 except (torch.OutOfMemoryError, MemoryError):
-    p.fail(f"out of memory while sampling: lower --num-samples or --length", code=1)
+    p.fail("out of memory while sampling: lower --num-samples or --length", code=1)
 dt = time.time() - t0
 for i in range(args.num_samples):
     print(f"\n=== sample {i} ===\n{tokenizer.decode(x[i].tolist(), mask_id=mask_id)}")

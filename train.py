@@ -23,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodllm import checkpoint, cli, data, flops, rundir
-from nanodllm import evaluate as evaluate_
 from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, get_family,
                              init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
+from nanodllm.evaluate import batch_rows, validation_loss
 from nanodllm.model import Model
 
 # -----------------------------------------------------------------------------
@@ -63,11 +63,12 @@ p.add_argument('--beta2', type=cli.number(ge=0, lt=1), default=0.95)
 p.add_argument('--grad-clip', type=cli.number(ge=0), default=1.0, help='clip the gradient norm (0: off)')
 # evaluation, logging, checkpoints
 p.add_argument('--eval-every', type=cli.integer(min=1), default=250, help='validate and checkpoint every N steps')
-p.add_argument('--eval-sequences', type=cli.integer(min=1), default=320,
+p.add_argument('--eval-sequences', type=cli.integer(min=1), default=None,
                help='validation sequences per evaluation: the first N of the val split, the same (with the same '
-                    'noise) whatever the micro-batch size and process count')
+                    'noise) whatever the micro-batch size and process count (default: 320, or all if fewer)')
 p.add_argument('--eval-batches', type=cli.removed('--eval-sequences N (a number of sequences, e.g. the old '
-                                                  'batches x micro-batch size)'), help=argparse.SUPPRESS)
+                                                  'batches x micro-batch size)'), default=argparse.SUPPRESS,
+               help=argparse.SUPPRESS)
 p.add_argument('--sample-every', type=cli.integer(min=0), default=0, help='print a sample every N steps (0: at end)')
 p.add_argument('--log-every', type=cli.integer(min=1), default=1, help='print a log line every N steps')
 p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and results.json go')
@@ -141,11 +142,13 @@ try:
     train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
                                seed=args.seed, device=device)
     val_path = os.path.join(meta['out_dir'], 'val.bin')
-    n_eval = args.eval_sequences
-    if n_eval > meta['val_tokens'] // args.seq_len:
-        raise ValueError(f"--eval-sequences {n_eval} is more than the {meta['val_tokens'] // args.seq_len} "
-                         f"sequences of --seq-len {args.seq_len} in the validation split: lower it")
-    data.eval_batches(val_path, evaluate_.batch_rows(n_eval, micro, world), args.seq_len, rank, world)  # raises now
+    n_val = meta['val_tokens'] // args.seq_len
+    n_eval = args.eval_sequences or max(1, min(320, n_val))
+    if n_val == 0 or n_eval > n_val:
+        raise ValueError(f"the validation split holds {n_val} sequences of --seq-len {args.seq_len} ("
+                         f"{meta['val_tokens']} tokens) but --eval-sequences asks for {n_eval}: lower --eval-sequences "
+                         f"or --seq-len, or use more data")
+    data.eval_batches(val_path, batch_rows(n_eval, micro, world), args.seq_len, rank, world)  # raises now if too few
 except (ValueError, OSError) as e:
     p.fail(e)
 
@@ -197,8 +200,8 @@ def get_lr(step):
 
 def evaluate():
     """Validation loss on the first --eval-sequences sequences, each with its own noise (nanodllm/evaluate.py)."""
-    return evaluate_.validation_loss(raw_model, family, options, val_path, n_eval, micro, args.seq_len, rank, world,
-                                     ddp, device, autocast)
+    return validation_loss(raw_model, family, options, val_path, n_eval, micro, args.seq_len, rank, world, ddp,
+                           device, autocast)
 
 
 def show_sample(step):

@@ -246,8 +246,9 @@ def resume(path, model, optimizer, scaler, loader, expected, hyper=None):
     state.update(step=state['step'] * old // new, global_batch=new)
     loader.load_state_dict(state)
     note = ''
-    if ckpt['layout'].get('micro_batch_size') != new // world and len(ckpt['rng']) == world:
-        note = "; the micro-batch size changed, so the masks are drawn in another order (statistically the same)"
+    if old != new:
+        note = ("; the micro-batch size or the process count changed, so the masks are drawn in another order "
+                "(statistically the same run, not bitwise)")
     return ckpt, note
 
 

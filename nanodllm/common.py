@@ -44,7 +44,7 @@ def resolve_device(name='auto'):
             raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0 .. "
                              f"cuda:{torch.cuda.device_count() - 1})")
     elif device.type == 'mps' and not torch.backends.mps.is_available():
-        raise ValueError(f"--device mps: the Apple GPU backend is not available here: use --device cpu")
+        raise ValueError("--device mps: the Apple GPU backend is not available here: use --device cpu")
     elif device.type not in ('cpu', 'cuda', 'mps'):
         raise ValueError(f"unsupported --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device

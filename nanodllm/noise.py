@@ -8,6 +8,8 @@
 - the sampling time grid linspace(1, 1e-5, steps + 1) (spec §2.3);
 - float64 exponential-race (Gumbel-max) categorical sampling and nucleus (top-p) filtering (spec §0.5).
 """
+import hashlib
+
 import torch
 
 from .model import NEG_INF
@@ -27,6 +29,12 @@ def dalpha(t, alpha0=1.0):
     return torch.full_like(t, -alpha0 * (1 - EPS)) if torch.is_tensor(t) else -alpha0 * (1 - EPS)
 
 
+def _row_seed(seed, j):
+    """A 32-bit seed hashed from (seed, j): the CPU generator (mt19937) keeps only the low 32 bits of a seed, so
+    seed * 2**32 + j would give every seed the same streams."""
+    return int.from_bytes(hashlib.blake2b(f'{seed},{j}'.encode(), digest_size=4).digest(), 'little')
+
+
 class RowNoise:
     """The noise of a batch of validation sequences, one stream per sequence (pass it as a family's `generator`).
 
@@ -42,7 +50,7 @@ class RowNoise:
         if any(not 0 <= j < total for j in index):
             raise ValueError(f"row indices must lie in [0, {total}), got {index}")
         strata = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[index]
-        self.generators = [torch.Generator(device).manual_seed(seed * 2**32 + j) for j in index]
+        self.generators = [torch.Generator(device).manual_seed(_row_seed(seed, j)) for j in index]
         self.strata, self.total = strata.double(), total                   # (B,), N
 
     @classmethod
