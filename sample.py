@@ -57,9 +57,11 @@ if len(ids) >= length:
     p.fail(f"the prompt is {len(ids)} tokens but samples are {length} long: shorten --prompt or raise --length")
 prompt = torch.tensor(ids, dtype=torch.long) if ids else None
 
-# memory: the diffusion samplers hold a few float64 (n, length, V) tensors and full attention holds (n, H, L, L)
+# memory: each network call scores `rows` positions per sample (AR with its KV cache: 1; the others: up to all of
+# them) into a few float64 (n, rows, V) tensors, and attention holds (n, H, rows, length) scores
 cfg = model.cfg
-need = args.num_samples * length * (cfg.vocab_size * 8 * 6 + cfg.n_head * length * 4 * 3)  # bytes, roughly
+rows = 1 if ckpt['family'] == 'ar' and not args.no_cache else length
+need = args.num_samples * rows * (cfg.vocab_size * 8 * 6 + cfg.n_head * length * 4 * 3)  # bytes, roughly
 if device.type == 'cuda':
     free = torch.cuda.mem_get_info(device)[0]
 else:

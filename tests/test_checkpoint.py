@@ -157,3 +157,16 @@ def test_resume_converts_the_data_position_to_another_micro_batch(tmp_path):
     assert torch.equal(nxt, loader.next_batch())                           # the same 4 sequences come next
     with pytest.raises(ValueError, match="--resume: --seed is 2 here but 1"):
         checkpoint.resume(str(tmp_path / 'ckpt.pt'), _model(), opt, None, small, dict(expected, seed=2))
+
+
+def test_restore_rng_continues_each_rank_or_restarts_when_the_process_count_changed():
+    torch.manual_seed(1)
+    ranks = [checkpoint.rng_state('cpu'), None]
+    after = torch.rand(3)
+    torch.manual_seed(2)
+    ranks[1] = checkpoint.rng_state('cpu')
+    ckpt = dict(rng=ranks, step=10)
+    assert checkpoint.restore_rng(ckpt, seed=1, device='cpu', rank=0, world=2) == ''     # rank 0's own stream
+    assert torch.equal(torch.rand(3), after)
+    note = checkpoint.restore_rng(ckpt, seed=1, device='cpu', rank=0, world=1)
+    assert 'process count changed (2 -> 1)' in note and not torch.equal(torch.rand(3), after)

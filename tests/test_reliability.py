@@ -109,6 +109,11 @@ def test_a_rerun_without_resume_is_refused_and_keeps_every_byte(corpus, trained,
     assert again.returncode == 2 and len(errors(again)) == 1
     assert 'pass --resume to continue that run or --overwrite' in errors(again)[0]
     assert {f: (out / f).read_bytes() for f in before} == before
+    done = runner('train.py', TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '2', '--out-dir', out,
+                                      '--resume'], tmp_path)                # finished: nothing to do, exit 0
+    assert done.returncode == 0 and 'nothing to do' in done.stdout, done.stderr[-2000:]
+    assert (out / 'ckpt.pt').read_bytes() == before['ckpt.pt']
+    assert (out / 'results.json').read_bytes() == before['results.json']
     fresh = runner('train.py', TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '1', '--out-dir', out,
                                            '--overwrite'], tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
@@ -187,9 +192,27 @@ def test_resume_with_another_micro_batch_size_continues(corpus, trained, tmp_pat
 
 
 @pytest.mark.slow
+def test_ddp_resume_restores_every_rank_stream(corpus, tmp_path):
+    """2 gloo processes: 4 MDLM steps straight == 2 steps, then --resume to 4, bit for bit (each rank restores its
+    own masks' stream; a constant learning rate makes the schedule independent of --max-steps)."""
+    common = TINY + ['--data', corpus, '--family', 'mdlm', '--eval-every', '2', '--warmup-steps', '0', '--min-lr',
+                     '3e-3', '--micro-batch-size', '1']
+    for args in (['--max-steps', '4', '--out-dir', 'straight'], ['--max-steps', '2', '--out-dir', 'resumed'],
+                 ['--max-steps', '4', '--out-dir', 'resumed', '--resume']):
+        out = run_script('train.py', common + args, tmp_path, processes=2)
+        assert out.returncode == 0, out.stderr[-3000:]
+    a = torch.load(tmp_path / 'straight' / 'ckpt.pt', weights_only=True)
+    b = torch.load(tmp_path / 'resumed' / 'ckpt.pt', weights_only=True)
+    assert len(b['rng']) == 2 and not torch.equal(b['rng'][0]['cpu'], b['rng'][1]['cpu'])
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+
+
+@pytest.mark.slow
 def test_validation_loss_is_the_same_for_one_and_two_processes(corpus, tmp_path, runner):
     """--lr 1e-30 leaves the weights bitwise unchanged, so the validation after step 1 compares the evaluation
-    alone: 1 process x micro-batch 4 and 2 gloo processes x micro-batch 1 give the same NELBO."""
+    alone: 1 process x micro-batch 4 and 2 gloo processes x micro-batch 1 give the same NELBO (with noise drawn per
+    process, as before --eval-sequences, they differed by ~1e-2)."""
     common = TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '1', '--lr', '1e-30', '--eval-sequences',
                      '7']
     one = runner('train.py', common + ['--out-dir', 'one'], tmp_path)
