@@ -7,13 +7,12 @@ Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is mis
 1 the sampler failed (non-finite probabilities, out of memory). Each error is one line on stderr.
 """
 import inspect
-import os
 import time
 
 import torch
 
 from nanodllm import cli, data
-from nanodllm.common import get_family, load_checkpoint, resolve_device
+from nanodllm.common import free_memory, get_family, load_checkpoint, resolve_device
 
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--ckpt', default='out/ckpt.pt', help='checkpoint written by train.py')
@@ -62,15 +61,7 @@ prompt = torch.tensor(ids, dtype=torch.long) if ids else None
 cfg = model.cfg
 rows = 1 if ckpt['family'] == 'ar' and not args.no_cache else length
 need = args.num_samples * rows * (cfg.vocab_size * 8 * 6 + cfg.n_head * length * 4 * 3)  # bytes, roughly
-if device.type == 'cuda':
-    free = torch.cuda.mem_get_info(device)[0]
-else:
-    free = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
-    try:  # MemAvailable also counts reclaimable caches
-        free = max(free, next(int(line.split()[1]) * 1024 for line in open('/proc/meminfo')
-                              if line.startswith('MemAvailable')))
-    except (OSError, StopIteration, ValueError):
-        pass
+free = free_memory(device)
 if need > free:
     p.fail(f"--num-samples {args.num_samples} x --length {length} would need about {need / 2**30:.1f} GiB on "
            f"{device.type} but {free / 2**30:.1f} GiB are free: lower --length or --num-samples")

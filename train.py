@@ -23,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from nanodllm import checkpoint, cli, data, flops, rundir
-from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, get_family,
+from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, free_memory, get_family,
                              init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
-from nanodllm.evaluate import batch_rows, validation_loss
+from nanodllm.evaluate import batch_rows, eval_set_size, validation_loss
 from nanodllm.model import Model
 
 # -----------------------------------------------------------------------------
@@ -34,7 +34,7 @@ from nanodllm.model import Model
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 # what to train
 p.add_argument('--family', type=cli.one_of(FAMILY_NAMES, 'family'), default='ar', help=' | '.join(FAMILY_NAMES))
-p.add_argument('--size', type=cli.one_of(tuple(SIZES), 'size'), default='micro', help='model size, see config.py')
+p.add_argument('--size', type=cli.one_of(tuple(SIZES), 'size'), default='micro', help=' | '.join(SIZES))
 p.add_argument('--loss', dest='loss_type', choices=('low_var', 'elbo'), default=None,
                help="mdlm/eso training loss: low_var (the paper's cross-entropy, default) | elbo (the NELBO); "
                     "validation always reports the NELBO")
@@ -142,12 +142,7 @@ try:
     train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
                                seed=args.seed, device=device)
     val_path = os.path.join(meta['out_dir'], 'val.bin')
-    n_val = meta['val_tokens'] // args.seq_len
-    n_eval = args.eval_sequences or max(1, min(320, n_val))
-    if n_val == 0 or n_eval > n_val:
-        raise ValueError(f"the validation split holds {n_val} sequences of --seq-len {args.seq_len} ("
-                         f"{meta['val_tokens']} tokens) but --eval-sequences asks for {n_eval}: lower --eval-sequences "
-                         f"or --seq-len, or use more data")
+    n_eval = eval_set_size(args.eval_sequences, meta['val_tokens'], args.seq_len)  # the first n_eval val sequences
     data.eval_batches(val_path, batch_rows(n_eval, micro, world), args.seq_len, rank, world)  # raises now if too few
 except (ValueError, OSError) as e:
     p.fail(e)
@@ -155,6 +150,10 @@ except (ValueError, OSError) as e:
 # -----------------------------------------------------------------------------
 # model, optimizer, schedule; --resume restores all of it (checkpoint.resume checks the flags against it)
 cfg = get_config(args.size, tokenizer.n_vocab + 1, args.seq_len)  # +1: the mask token is the last id
+need = 16 * (flops.non_embedding_params(cfg) + cfg.vocab_size * cfg.n_embd)  # fp32 weights, grads, AdamW m and v
+if need > free_memory(device):
+    p.fail(f"--size {args.size} needs ~{need / 2**30:.1f} GiB for its weights, gradients and AdamW state but "
+           f"{free_memory(device) / 2**30:.1f} GiB are free on {device}: pick a smaller --size")
 torch.manual_seed(args.seed)  # identical initial weights on every rank
 model = Model(cfg).to(device)
 torch.manual_seed(args.seed + rank)
@@ -214,14 +213,19 @@ def show_sample(step):
 
 
 def save(step):
-    """Checkpoint the state *before* `step` runs (every rank sends its RNG state; rank 0 writes atomically)."""
+    """Checkpoint the state *before* `step` runs: every rank sends its RNG state, rank 0 writes atomically. A failed
+    write (full disk, permissions, a folder in the way) leaves the previous checkpoint and ends the run."""
     rng = checkpoint.all_rng_states(device, ddp)
-    if master:
-        checkpoint.save_checkpoint(ckpt_path, checkpoint.make_checkpoint(
-            raw_model, cfg, args, args.family, options, args.tokenizer, step=step, val_loss=val_loss, dtype=dtype,
-            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loader=train_loader.state_dict(), rng=rng,
-            layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
-            data_sha256=meta.get('source_sha256'), train_seconds=seconds_before + time.time() - t_train))
+    try:
+        if master:
+            checkpoint.save_checkpoint(ckpt_path, checkpoint.make_checkpoint(
+                raw_model, cfg, args, args.family, options, args.tokenizer, step=step, val_loss=val_loss, dtype=dtype,
+                optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loader=train_loader.state_dict(),
+                rng=rng, layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
+                data_sha256=meta.get('source_sha256'), train_seconds=seconds_before + time.time() - t_train))
+    except OSError as e:
+        finish('failed', step, f"could not save {ckpt_path}: {e.strerror or e}: free disk space or fix the "
+               f"permissions; the previous checkpoint is kept, continue with --resume", rundir.EXIT_ERROR)
 
 
 def results(status, step, message=None):
@@ -250,12 +254,14 @@ def finish(status, step, message=None, code=0, write=True):
     sys.exit(code or (0 if written else rundir.EXIT_ERROR))
 
 
-def save_or_fail(step):
-    try:
-        save(step)
-    except OSError as e:  # disk full, permissions, a folder in the way: atomic_write removed its temporary file
-        finish('failed', step, f"could not save {ckpt_path}: {e.strerror or e}: free disk space or fix the "
-               f"permissions; the previous checkpoint is kept, continue with --resume", rundir.EXIT_ERROR)
+def diverged(step, what):
+    finish('diverged', step, f"the run diverged at step {step}: {what}; the last good checkpoint is kept: try a "
+           f"lower --lr (now {args.lr:g}) or --grad-clip (now {args.grad_clip:g})", rundir.EXIT_DIVERGED)
+
+
+def out_of_memory(step):
+    finish('failed', step, f"out of memory at step {step} with {micro} sequences of {args.seq_len} tokens per forward: "
+           f"lower --micro-batch-size (gradient accumulation keeps --batch-size)", rundir.EXIT_ERROR)
 
 
 # -----------------------------------------------------------------------------
@@ -291,19 +297,20 @@ for step in range(start_step, max_steps + 1):
     last = step == max_steps
     if not last and run.stop_requested(device, ddp):                      # every rank agrees: stop here
         if step > start_step:
-            save_or_fail(step)
+            save(step)
         finish('interrupted', step, f"interrupted ({run.signal}) at step {step}: " + (
             "checkpoint saved, continue with --resume" if step > start_step else "no step was run, nothing changed"),
             rundir.EXIT_INTERRUPTED)
     # evaluate and checkpoint every eval_every steps and once at the end (the loop runs max_steps + 1 times)
     if (step % args.eval_every == 0 and step > start_step) or last:
-        val_loss = evaluate()
+        try:
+            val_loss = evaluate()
+        except (torch.OutOfMemoryError, MemoryError):
+            out_of_memory(step)
         run.log(f"step {step} | val {val_loss:.4f} (ppl {math.exp(min(val_loss, 50)):.2f})")
         if not math.isfinite(val_loss) or not all(torch.isfinite(w).all() for w in raw_model.parameters()):
-            finish('diverged', step, f"the run diverged: validation loss {val_loss} at step {step}; the last good "
-                   f"checkpoint is kept: try a lower --lr (now {args.lr:g}) or --grad-clip (now {args.grad_clip:g})",
-                   rundir.EXIT_DIVERGED)
-        save_or_fail(step)
+            diverged(step, f"validation loss {val_loss}")                 # never saved over the last good one
+        save(step)
     if master and ((args.sample_every and step % args.sample_every == 0 and step > start_step) or last):
         show_sample(step)
     if last:
@@ -316,17 +323,20 @@ for step in range(start_step, max_steps + 1):
         group['lr'] = lr
     t_gen_seed = args.seed * 1_000_003 + step  # the same on every rank: t strata cover the global batch
     train_loss = torch.zeros((), device=device)
-    for micro_step in range(grad_accum):
-        x0 = train_loader.next_batch()                                    # (micro, L)
-        if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
-            model.require_backward_grad_sync = micro_step == grad_accum - 1
-        with autocast:
-            strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice of the batch
-            nll, n = family.loss(model, x0, train=True, strata=strata,
-                                 generator=torch.Generator().manual_seed(t_gen_seed), **options)
-        loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: the sum is the batch mean
-        scaler.scale(loss).backward()
-        train_loss += loss.detach()
+    try:
+        for micro_step in range(grad_accum):
+            x0 = train_loader.next_batch()                                # (micro, L)
+            if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
+                model.require_backward_grad_sync = micro_step == grad_accum - 1
+            with autocast:
+                strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice
+                nll, n = family.loss(model, x0, train=True, strata=strata,
+                                     generator=torch.Generator().manual_seed(t_gen_seed), **options)
+            loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: sum = batch mean
+            scaler.scale(loss).backward()
+            train_loss += loss.detach()
+    except (torch.OutOfMemoryError, MemoryError):
+        out_of_memory(step)
     if ddp:  # log the loss of the whole global batch, not rank 0's share
         torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
     train_loss = train_loss.item()
@@ -334,9 +344,7 @@ for step in range(start_step, max_steps + 1):
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float('inf')).item()
     # a non-finite loss (or gradient, unless fp16 loss scaling skips it) ends the run before it touches the weights
     if not math.isfinite(train_loss) or not (math.isfinite(grad_norm) or scaler.is_enabled()):
-        finish('diverged', step, f"the run diverged at step {step}: loss {train_loss}, gradient norm {grad_norm}; "
-               f"the last good checkpoint is kept: try a lower --lr (now {args.lr:g}) or --grad-clip (now "
-               f"{args.grad_clip:g})", rundir.EXIT_DIVERGED)
+        diverged(step, f"loss {train_loss}, gradient norm {grad_norm}")
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

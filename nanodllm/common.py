@@ -107,6 +107,20 @@ def resolve_dtype(dtype, device):
     return dtype
 
 
+def free_memory(device):
+    """Bytes free on `device` now: the GPU's free memory, or the host's available memory (MemAvailable, which
+    counts reclaimable caches) for CPU and MPS."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[0]
+    free = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    try:
+        with open('/proc/meminfo') as f:
+            return max(free, next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemAvailable')))
+    except (OSError, StopIteration, ValueError):
+        return free
+
+
 def run_info(device):
     """What a log or checkpoint needs to say where it came from: git commit and dirty flag, versions, device."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

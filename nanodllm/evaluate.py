@@ -16,6 +16,18 @@ from . import data, eso, noise
 SEED = 1234  # the evaluation noise; not --seed, so that runs with different seeds are compared on the same noise
 
 
+def eval_set_size(asked, val_tokens, seq_len, default=320):
+    """--eval-sequences -> the number of validation sequences: `asked`, or min(default, all) when not given. A set
+    larger than the validation split is a ValueError naming the fix."""
+    available = val_tokens // seq_len
+    n = asked or max(1, min(default, available))
+    if n > available:
+        raise ValueError(f"the validation split holds {available} sequences of --seq-len {seq_len} ({val_tokens} "
+                         f"tokens) but --eval-sequences asks for {n}: lower --eval-sequences or --seq-len, or use more "
+                         f"data")
+    return n
+
+
 def batch_rows(n_sequences, micro, world):
     """Rows per process per evaluation forward: at most `micro`, fewer when the set is small."""
     return min(micro, -(-n_sequences // world))

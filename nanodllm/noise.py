@@ -41,7 +41,8 @@ class RowNoise:
     Row i is validation sequence `index[i]` of `total`; its generator is seeded by (seed, index[i]), so sequence j
     sees the same t, masks and noise tokens whatever batch, micro-batch size or process it lands in. Its t is
     stratified over the whole validation set (`sample_t`): sequence j owns stratum strata[j] of a fixed random
-    permutation of range(total) (a permutation, so that t does not grow with the position in the file).
+    permutation of range(total) (a permutation, so that t does not grow with the position in the file). The paper
+    stratifies each evaluation batch on its own (spec §0.3), which ties the estimate to the batch size.
     Slicing (`rows[:n]`) and `+` keep each row's own stream (Eso-LM splits a batch into two parts).
     """
 

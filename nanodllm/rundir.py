@@ -105,16 +105,24 @@ class RunDir:
         """rank 0: print a line (through tqdm, so it does not break the progress bar) and append it to log.txt."""
         if self.master:
             tqdm.write(line)
-            self.log_file.write(line + '\n')
-            self.log_file.flush()
+            if self.log_file is not None:
+                try:
+                    self.log_file.write(line + '\n')
+                    self.log_file.flush()
+                except OSError as e:  # e.g. a full disk: keep training; a failed save will stop the run cleanly
+                    tqdm.write(f"warning: could not write {self.out_dir}/log.txt ({e.strerror or e}): logging to "
+                               f"the terminal only", file=sys.stderr)
+                    self.log_file = None
 
     def error(self, message):
         """One line `error: ...` on stderr (and in log.txt)."""
         if self.master:
             tqdm.write(f"error: {message}", file=sys.stderr)
-            if self.log_file is not None:
+            try:
                 self.log_file.write(f"error: {message}\n")
                 self.log_file.flush()
+            except (AttributeError, OSError):  # no log yet, or it cannot be written
+                pass
 
     def write_results(self, results):
         """rank 0: results.json, atomically. Returns False (after one line on stderr) if it cannot be written."""

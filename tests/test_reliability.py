@@ -211,8 +211,7 @@ def test_ddp_resume_restores_every_rank_stream(corpus, tmp_path):
 @pytest.mark.slow
 def test_validation_loss_is_the_same_for_one_and_two_processes(corpus, tmp_path, runner):
     """--lr 1e-30 leaves the weights bitwise unchanged, so the validation after step 1 compares the evaluation
-    alone: 1 process x micro-batch 4 and 2 gloo processes x micro-batch 1 give the same NELBO (with noise drawn per
-    process, as before --eval-sequences, they differed by ~1e-2)."""
+    alone: 1 process x micro-batch 4 and 2 gloo processes x micro-batch 1 give the same NELBO."""
     common = TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '1', '--lr', '1e-30', '--eval-sequences',
                      '7']
     one = runner('train.py', common + ['--out-dir', 'one'], tmp_path)

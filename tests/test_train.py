@@ -1,6 +1,6 @@
 """train.py and sample.py end to end: CLI errors, 1 process vs 2-process DDP vs gradient accumulation, resume.
 
-    python -m pytest -q tests/test_train.py          # ~30-60 s: it launches train.py (and torchrun) several times
+    python -m pytest -q tests/test_train.py          # ~30 s: it runs train.py (and torchrun) several times
 """
 import json
 import os
@@ -14,20 +14,31 @@ from nanodllm.config import get_config
 from nanodllm.model import Model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = None  # the session's warm script runner (conftest.py), set for every test by _warm_runner
 TINY = ['--size', 'nano', '--seq-len', '32', '--eval-sequences', '8', '--log-every', '1', '--lr', '3e-3',
         '--warmup-steps', '1', '--device', 'cpu']
 
 
-def run(args, cwd, torchrun=False, check=True):
-    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun
-           else [sys.executable]) + [os.path.join(ROOT, 'train.py')] + args
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-    if torchrun and out.returncode and 'address already in use' in out.stderr.lower():  # a port race, not a bug
+def run(args, cwd, torchrun=False, check=True, script='train.py'):
+    """`python script args` (through the session's warm runner, tests/scripts.py) or torchrun with 2 processes."""
+    if torchrun:
+        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+               os.path.join(ROOT, script)] + args
+        env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
         out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+        if out.returncode and 'address already in use' in out.stderr.lower():  # a port race, not a bug
+            out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    else:
+        out = RUNNER(script, args, cwd)
     if check and out.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(f"{script} {' '.join(map(str, args))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _warm_runner(runner):
+    global RUNNER
+    RUNNER = runner
 
 
 @pytest.fixture(scope='module')
@@ -101,14 +112,11 @@ def test_resume_continues_exactly(corpus, tmp_path):
 @pytest.mark.slow
 def test_train_then_sample_from_the_checkpoint(corpus, tmp_path):
     run(TINY + ['--data', corpus, '--batch-size', '4', '--max-steps', '2', '--out-dir', 'o'], cwd=tmp_path)
-    cmd = [sys.executable, os.path.join(ROOT, 'sample.py'), '--ckpt', 'o/ckpt.pt', '--prompt', 'the ',
-           '--num-samples', '2', '--length', '20']
-    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=ROOT))
-    assert out.returncode == 0, out.stderr
+    out = run(['--ckpt', 'o/ckpt.pt', '--prompt', 'the ', '--num-samples', '2', '--length', '20'], tmp_path,
+              script='sample.py')
     assert out.stdout.count('=== sample') == 2 and '15 network calls' in out.stdout  # BOS + 'the ' = 5 prompt tokens
-    bad = subprocess.run(cmd[:2] + ['--ckpt', 'o/ckpt.pt', '--prompt', 'x' * 40, '--length', '20'], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+    bad = run(['--ckpt', 'o/ckpt.pt', '--prompt', 'x' * 40, '--length', '20'], tmp_path, check=False,
+              script='sample.py')
     assert bad.returncode == 2 and 'shorten --prompt' in bad.stderr and 'Traceback' not in bad.stderr
 
 
@@ -125,11 +133,8 @@ def test_every_family_trains_and_samples(corpus, tmp_path, family_flags, sample_
         cwd=tmp_path)
     res = json.loads((tmp_path / 'o' / 'results.json').read_text())
     assert res['family'] == family_flags[1] and res['steps'] == 2
-    cmd = [sys.executable, os.path.join(ROOT, 'sample.py'), '--ckpt', 'o/ckpt.pt', '--num-samples', '1',
-           '--length', '16', '--show-steps', '1'] + sample_flags
-    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=ROOT))
-    assert out.returncode == 0, out.stderr
+    out = run(['--ckpt', 'o/ckpt.pt', '--num-samples', '1', '--length', '16', '--show-steps', '1'] + sample_flags,
+              tmp_path, script='sample.py')
     assert f'{nfe} network calls' in out.stdout and out.stdout.count('[call ') == nfe
 
 
