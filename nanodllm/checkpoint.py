@@ -19,6 +19,7 @@ from dataclasses import asdict, fields
 
 import torch
 import torch.distributed as dist
+from torch.torch_version import TorchVersion
 
 from .config import ModelConfig
 from .model import Model
@@ -117,8 +118,9 @@ def read_checkpoint(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}: train one with `python train.py --out-dir DIR` and pass "
                               f"DIR/ckpt.pt")
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    try:  # TorchVersion (a str subclass) is allowed: checkpoints written before this check stored torch.__version__
+        with torch.serialization.safe_globals([TorchVersion]):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:  # the weights-only unpickler met a global it does not allow: code
         if 'global' in str(e).lower():
             raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "

@@ -31,8 +31,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def integer(min=None, max=None):
     """type= for an integer flag in [min, max] (either bound optional)."""
-    what = ('an integer' + (f' >= {min}' if min is not None else '') + (' and' if min is not None and max is not None
-            else '') + (f' <= {max}' if max is not None else ''))
+    bounds = [f'{op} {v}' for op, v in (('>=', min), ('<=', max)) if v is not None]
+    what = 'an integer' + (' ' + ' and '.join(bounds) if bounds else '')
 
     def parse(text):
         try:
