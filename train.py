@@ -10,7 +10,6 @@ Exit codes: 0 completed, 2 bad input or refused, 3 diverged, 130 interrupted (SI
 (e.g. a full disk); each with one line on stderr. results.json records the status ('completed', 'interrupted',
 'diverged', 'failed') whenever training started.
 """
-import argparse
 import json
 import math
 import os
@@ -66,9 +65,7 @@ p.add_argument('--eval-every', type=cli.integer(min=1), default=250, help='valid
 p.add_argument('--eval-sequences', type=cli.integer(min=1), default=None,
                help='validation sequences per evaluation: the first N of the val split, the same (with the same '
                     'noise) whatever the micro-batch size and process count (default: 320, or all if fewer)')
-p.add_argument('--eval-batches', type=cli.removed('--eval-sequences N (a number of sequences, e.g. the old '
-                                                  'batches x micro-batch size)'), default=argparse.SUPPRESS,
-               help=argparse.SUPPRESS)
+p.add_argument('--eval-batches', **cli.removed('--eval-sequences N (sequences, e.g. the old batches x micro-batch)'))
 p.add_argument('--sample-every', type=cli.integer(min=0), default=0, help='print a sample every N steps (0: at end)')
 p.add_argument('--log-every', type=cli.integer(min=1), default=1, help='print a log line every N steps')
 p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and results.json go')
@@ -108,6 +105,8 @@ except ValueError as e:
     p.fail(e)
 master = rank == 0
 autocast = autocast_context(device, dtype)
+
+
 torch.manual_seed(args.seed + rank)  # masks and noise differ per rank; t strata are shared (see noise.sample_t)
 if device.type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -124,20 +123,23 @@ if args.family == 'eso' and 0 < options['alpha0'] < 1 and not 0 < int(options['b
 
 # -----------------------------------------------------------------------------
 # the out-dir: one run at a time (lock), never replaces a checkpoint unless asked, writable, signals caught
+run, problem = None, None
 try:
     run = rundir.RunDir(args.out_dir, resume=args.resume, overwrite=args.overwrite, master=master)
 except ValueError as e:
-    p.fail(e)
+    problem = e
+p.fail_together(problem, ddp, device)
 ckpt_path = run.ckpt_path
 
 # -----------------------------------------------------------------------------
 # data: data.prepare raises a one-line ValueError for every problem with --data
+try:  # rank 0 tokenizes once ...
+    meta = data.prepare(args.data, args.tokenizer) if master else None
+except (ValueError, OSError) as e:
+    problem = e
+p.fail_together(problem, ddp, device)  # (under DDP also the barrier: the other ranks wait for rank 0's files)
 try:
-    if master:
-        meta = data.prepare(args.data, args.tokenizer)
-    if ddp:
-        torch.distributed.barrier()  # rank 0 tokenizes once; the others read what it wrote
-    meta = data.prepare(args.data, args.tokenizer) if not master else meta
+    meta = meta or data.prepare(args.data, args.tokenizer)  # ... and the others read what it wrote
     tokenizer = data.get_tokenizer(args.tokenizer)
     train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
                                seed=args.seed, device=device)
@@ -145,7 +147,8 @@ try:
     n_eval = eval_set_size(args.eval_sequences, meta['val_tokens'], args.seq_len)  # the first n_eval val sequences
     data.eval_batches(val_path, batch_rows(n_eval, micro, world), args.seq_len, rank, world)  # raises now if too few
 except (ValueError, OSError) as e:
-    p.fail(e)
+    problem = e
+p.fail_together(problem, ddp, device)
 
 # -----------------------------------------------------------------------------
 # model, optimizer, schedule; --resume restores all of it (checkpoint.resume checks the flags against it)
@@ -175,7 +178,8 @@ if args.resume:
         ckpt, note = checkpoint.resume(ckpt_path, model, optimizer, scaler, train_loader, expected,
                                        hyper=dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay))
     except ValueError as e:
-        p.fail(e)
+        problem = e
+    p.fail_together(problem, ddp, device)
     start_step, val_loss, seconds_before = ckpt['step'], ckpt.get('val_loss'), ckpt.get('train_seconds', 0.0)
     resumed = f"resumed {ckpt_path} at step {start_step} (trained in {ckpt.get('dtype')}){note}"
     if start_step > max_steps:

@@ -28,6 +28,13 @@ class ArgumentParser(argparse.ArgumentParser):
         """A refusal that needs more than one flag, or a user-facing failure found later: one line, exit `code`."""
         self.exit(code, f"error: {' '.join(str(message).split())}\n")
 
+    def fail_together(self, problem, ddp=False, device='cpu'):
+        """fail(problem) if there is one; under DDP every rank stops if any rank has a problem (each one with a
+        problem prints it), so that none is left waiting in, or crashing out of, the next collective."""
+        from .common import any_rank  # here: the command-line helpers above need no torch
+        if any_rank(problem is not None, ddp, device):
+            self.fail(problem) if problem is not None else self.exit(2)
+
 
 def integer(min=None, max=None):
     """type= for an integer flag in [min, max] (either bound optional)."""
@@ -85,10 +92,11 @@ def batch_size(text):
 
 
 def removed(instead):
-    """type= for a flag that no longer exists: any value is an error that says what to use instead."""
+    """add_argument keywords for a flag that no longer exists: hidden from --help, absent from the parsed args, and
+    any value is an error that says what to use instead."""
     def parse(text):
         raise argparse.ArgumentTypeError(f"this flag was removed: use {instead}")
-    return parse
+    return dict(type=parse, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 DEVICE_PATTERN = r'auto|cpu|mps|cuda(:\d+)?'

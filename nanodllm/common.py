@@ -70,6 +70,16 @@ def init_distributed(device='auto'):
     return True, rank, local_rank, world, device
 
 
+def any_rank(flag, ddp, device):
+    """True on every rank if `flag` is True on any rank (one MAX all-reduce under DDP). Lets all processes stop
+    together when one of them refuses to start, instead of the others waiting in a collective or crashing in it."""
+    if not ddp:
+        return bool(flag)
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def cleanup_distributed():
     if dist.is_initialized():
         dist.destroy_process_group()
