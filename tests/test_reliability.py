@@ -155,12 +155,14 @@ def test_ctrl_c_saves_stops_with_130_and_resumes_exactly(corpus, tmp_path, runne
 
 
 @pytest.mark.slow
-def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(corpus, tmp_path, runner):
+@pytest.mark.parametrize('sig', ['SIGINT', 'SIGTERM'])
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(corpus, tmp_path, runner, sig):
     common = TINY + ['--data', corpus, '--family', 'duo', '--max-steps', '5', '--eval-every', '1',
                      '--micro-batch-size', '2']                            # 2 batches per step: both signals in step 1
-    stopped = runner('train.py', common + ['--out-dir', 'run'], tmp_path, kill_at=[3, 4], signal_name='SIGINT')
+    stopped = runner('train.py', common + ['--out-dir', 'run'], tmp_path, kill_at=[3, 4], signal_name=sig)
     assert stopped.returncode == 130 and 'Traceback' not in stopped.stderr, stopped.stderr[-2000:]
-    assert 'interrupted (SIGINT): stopped at once, the last checkpoint is kept' in stopped.stderr
+    assert f'{sig}: finishing this step' in stopped.stderr
+    assert f'interrupted ({sig}): stopped at once, the last checkpoint is kept' in stopped.stderr
     assert torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)['step'] == 1
     assert json.loads((tmp_path / 'run' / 'results.json').read_text())['status'] == 'interrupted'
     assert not [f for f in os.listdir(tmp_path / 'run') if f.endswith('.tmp')]
