@@ -2,53 +2,79 @@
 
     python sample.py --ckpt out/ckpt.pt
     python sample.py --ckpt out/ckpt.pt --prompt "ROMEO:" --num-samples 3 --steps 64 --show-steps 8
+
+Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is missing, unsafe, corrupt or edited);
+1 the sampler failed (non-finite probabilities, out of memory). Each error is one line on stderr.
 """
-import argparse
 import inspect
 import time
 
 import torch
 
-from nanodllm import data
-from nanodllm.common import get_family, load_checkpoint
+from nanodllm import cli, data
+from nanodllm.common import free_memory, get_family, load_checkpoint, resolve_device
 
-p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--ckpt', default='out/ckpt.pt', help='checkpoint written by train.py')
 p.add_argument('--prompt', default='', help='text the samples start with (kept fixed; empty: unconditional)')
-p.add_argument('--num-samples', type=int, default=2)
-p.add_argument('--length', type=int, default=0, help='tokens per sample, prompt included (0: the training length)')
-p.add_argument('--steps', type=int, default=0, help='diffusion sampling steps (0: one per token); ignored by AR')
-p.add_argument('--temperature', type=float, default=1.0)
-p.add_argument('--top-p', type=float, default=1.0, help='nucleus sampling mass (1: off)')
-p.add_argument('--seed', type=int, default=0)
-p.add_argument('--noise-removal', default=None, help="mdlm/duo final step: ancestral | greedy | none")
-p.add_argument('--alpha0', type=float, default=None, help='eso: alpha_0 at sampling time (default: as trained)')
+p.add_argument('--num-samples', type=cli.integer(min=1), default=2)
+p.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per sample, prompt included (0: the '
+               'training length)')
+p.add_argument('--steps', type=cli.integer(min=0), default=0, help='diffusion sampling steps (0: one per token); '
+               'ignored by AR')
+p.add_argument('--temperature', type=cli.number(ge=0), default=1.0,
+               help='0: always the most likely token (diffusion families still choose the positions at random)')
+p.add_argument('--top-p', type=cli.number(gt=0, le=1), default=1.0, help='nucleus sampling mass in (0, 1] (1: off)')
+p.add_argument('--seed', type=cli.integer(min=0), default=0)
+p.add_argument('--noise-removal', choices=('ancestral', 'greedy', 'none'), default=None,
+               help="mdlm: ancestral | greedy | none; duo: ancestral | greedy")
+p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso: alpha_0 at sampling time '
+               '(default: as trained)')
 p.add_argument('--no-cache', action='store_true', help='disable the KV / no-change cache (same samples, slower)')
-p.add_argument('--show-steps', type=int, default=0, help='print the intermediate state every N network calls')
-p.add_argument('--device', default='cpu' if not torch.cuda.is_available() else 'cuda')
+p.add_argument('--show-steps', type=cli.integer(min=0), default=0, help='print the state every N network calls')
+p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
 args = p.parse_args()
 
-model, ckpt = load_checkpoint(args.ckpt, args.device)
+try:  # the checkpoint is loaded with weights_only=True and checked (family, options, shapes, finite weights)
+    device = resolve_device(args.device)
+    model, ckpt = load_checkpoint(args.ckpt, device)
+except ValueError as e:
+    p.fail(e)
 family = get_family(ckpt['family'])
 tokenizer = data.get_tokenizer(ckpt['tokenizer'])
 mask_id = model.cfg.mask_id
 length = args.length or model.cfg.seq_len
 
 # the prompt: AR starts from BOS; diffusion families from nothing (all noise)
-ids = tokenizer.encode(args.prompt) if args.prompt else []
+try:
+    ids = tokenizer.encode(args.prompt) if args.prompt else []
+except (UnicodeError, ValueError) as e:  # e.g. bytes that are not UTF-8 on the command line
+    p.fail(f"--prompt cannot be encoded by the {tokenizer.name} tokenizer ({type(e).__name__}): pass UTF-8 text")
 if getattr(family, 'BOS_PREFIX', False):
     ids = [tokenizer.bos] + ids
 if len(ids) >= length:
-    p.exit(2, f"error: the prompt is {len(ids)} tokens but samples are {length} long: shorten --prompt or raise "
-              f"--length\n")
+    p.fail(f"the prompt is {len(ids)} tokens but samples are {length} long: shorten --prompt or raise --length")
 prompt = torch.tensor(ids, dtype=torch.long) if ids else None
+
+# memory: each network call scores `rows` positions per sample (AR with its KV cache: 1; the others: up to all of
+# them) into a few float64 (n, rows, V) tensors, and attention holds (n, H, rows, length) scores
+cfg = model.cfg
+rows = 1 if ckpt['family'] == 'ar' and not args.no_cache else length
+need = args.num_samples * rows * (cfg.vocab_size * 8 * 6 + cfg.n_head * length * 4 * 3)  # bytes, roughly
+free = free_memory(device)
+if need > free:
+    p.fail(f"--num-samples {args.num_samples} x --length {length} would need about {need / 2**30:.1f} GiB on "
+           f"{device.type} but {free / 2**30:.1f} GiB are free: lower --length or --num-samples")
 
 # family-specific keywords, passed only where the family's sampler takes them
 wanted = dict(noise_removal=args.noise_removal, use_cache=False if args.no_cache else None, alpha0=args.alpha0)
 accepted = inspect.signature(family.sample).parameters
 for k, v in wanted.items():
     if v is not None and k not in accepted:
-        p.exit(2, f"error: --{k.replace('_', '-')} does not apply to the {ckpt['family']} family\n")
+        p.fail(f"--{k.replace('_', '-')} does not apply to the {ckpt['family']} family")
+if args.noise_removal is not None and args.noise_removal not in family.NOISE_REMOVALS:
+    p.fail(f"--noise-removal {args.noise_removal} is not available for {ckpt['family']}: use one of "
+           f"{', '.join(family.NOISE_REMOVALS)}")
 kwargs = {k: v for k, v in wanted.items() if v is not None}
 if 'alpha0' in accepted and 'alpha0' not in kwargs and 'alpha0' in ckpt['options']:
     kwargs['alpha0'] = ckpt['options']['alpha0']  # sample as trained unless --alpha0 says otherwise
@@ -63,12 +89,18 @@ def show(x):
         print(f"[call {calls}] {tokenizer.decode(x[0].tolist(), mask_id=mask_id)!r}")
 
 
-print(f"{ckpt['family']} {ckpt['options']} | {ckpt['args']['size']} | trained {ckpt.get('step')} steps, "
-      f"val {ckpt.get('val_loss', float('nan')):.4f} | {kwargs}")
+val = ckpt.get('val_loss')
+print(f"{ckpt['family']} {ckpt['options']} | {ckpt['args'].get('size')} | trained {ckpt.get('step')} steps, "
+      f"val {val if val is None else round(val, 4)} | {kwargs}")
 t0 = time.time()
-x, nfe = family.sample(model, args.num_samples, length, steps=args.steps or None, prompt=prompt,
-                       temperature=args.temperature, top_p=args.top_p,
-                       generator=torch.Generator(args.device).manual_seed(args.seed), callback=show, **kwargs)
+try:
+    x, nfe = family.sample(model, args.num_samples, length, steps=args.steps or None, prompt=prompt,
+                           temperature=args.temperature, top_p=args.top_p,
+                           generator=torch.Generator(device).manual_seed(args.seed), callback=show, **kwargs)
+except FloatingPointError as e:  # NaN probabilities: never print them as text
+    p.fail(e, code=1)
+except (torch.OutOfMemoryError, MemoryError):
+    p.fail("out of memory while sampling: lower --num-samples or --length", code=1)
 dt = time.time() - t0
 for i in range(args.num_samples):
     print(f"\n=== sample {i} ===\n{tokenizer.decode(x[i].tolist(), mask_id=mask_id)}")

@@ -1,16 +1,19 @@
 """Train any nanodllm family, from a laptop CPU to a multi-GPU node, with one code path.
 
-    python train.py                                              # AR, tiny model, Shakespeare bytes, CPU, ~5 min
+    python train.py                                              # AR, tiny model, Shakespeare bytes, CPU, ~8 min
     python train.py --family mdlm --loss elbo --flops 3e14        # MDLM on the NELBO, steps from a FLOP budget
     torchrun --standalone --nproc_per_node=8 train.py --family eso --size 1.7b --tokenizer gpt2 \
         --seq-len 2048 --batch-size 256 --micro-batch-size 8 --lr 2e-4 --compile
 
-Reads straight down: args -> processes -> data -> model -> optimizer and schedule -> loop -> results.json.
+Reads straight down: args -> processes -> out-dir -> data -> model -> optimizer and schedule -> loop -> results.json.
+Exit codes: 0 completed, 2 bad input or refused, 3 diverged, 130 interrupted (SIGINT/SIGTERM), 1 another failure
+(e.g. a full disk); each with one line on stderr. results.json records the status ('completed', 'interrupted',
+'diverged', 'failed') whenever training started.
 """
-import argparse
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict
 
@@ -18,140 +21,173 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from nanodllm import data, flops
-from nanodllm.common import (FAMILY_NAMES, autocast_context, cleanup_distributed, get_family, init_distributed,
-                             load_checkpoint, make_checkpoint, print0, resolve_dtype, run_info, save_checkpoint)
+from nanodllm import checkpoint, cli, data, flops, rundir
+from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, free_memory, get_family,
+                             init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
+from nanodllm.evaluate import batch_rows, eval_set_size, validation_loss
 from nanodllm.model import Model
 
 # -----------------------------------------------------------------------------
-# arguments
-p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+# arguments: each flag is checked where it is parsed (nanodllm/cli.py): one line `error: ...` and exit code 2
+p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 # what to train
-p.add_argument('--family', default='ar', help=f"model family: {' | '.join(FAMILY_NAMES)}")
-p.add_argument('--size', default='micro', help=f"model size: {' | '.join(SIZES)}")
-p.add_argument('--loss', dest='loss_type', default=None,
+p.add_argument('--family', type=cli.one_of(FAMILY_NAMES, 'family'), default='ar', help=' | '.join(FAMILY_NAMES))
+p.add_argument('--size', type=cli.one_of(tuple(SIZES), 'size'), default='micro', help=' | '.join(SIZES))
+p.add_argument('--loss', dest='loss_type', choices=('low_var', 'elbo'), default=None,
                help="mdlm/eso training loss: low_var (the paper's cross-entropy, default) | elbo (the NELBO); "
                     "validation always reports the NELBO")
-p.add_argument('--alpha0', type=float, default=None, help='eso: alpha_0 in [0, 1]; 1 = masked diffusion, 0 = AR')
-p.add_argument('--batch-split', type=float, default=None,
+p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso: alpha_0; 1 = MDLM-like, 0 = AR')
+p.add_argument('--batch-split', type=cli.number(ge=0, le=1), default=None,
                help='eso: fraction of each batch on the diffusion loss, the rest on the sequential loss')
 # data
 p.add_argument('--data', default='shakespeare', help="'shakespeare' (bundled), a .txt file or a folder of .txt files")
-p.add_argument('--tokenizer', default='byte', help='byte (256 ids, fast on CPU) | gpt2 (50257 ids, tiktoken offline)')
-p.add_argument('--seq-len', type=int, default=256, help='context length L in tokens')
-p.add_argument('--batch-size', default='16',
+p.add_argument('--tokenizer', choices=data.TOKENIZERS, default='byte', help='byte (256 ids) | gpt2 (50257 ids)')
+p.add_argument('--seq-len', type=cli.integer(min=1), default=256, help='context length L in tokens (AR: >= 2)')
+p.add_argument('--batch-size', type=cli.batch_size, default='16',
                help="total batch per optimizer step over all processes: sequences (e.g. 256), or tokens with a "
                     "'tok' suffix (e.g. 524288tok); gradient accumulation makes up the difference")
-p.add_argument('--micro-batch-size', type=int, default=0, help='sequences per process per forward (0: batch / world)')
+p.add_argument('--micro-batch-size', type=cli.integer(min=0), default=0,
+               help='sequences per process per forward (0: batch / processes)')
 # how long
-p.add_argument('--max-steps', type=int, default=1500, help='optimizer steps (ignored if --flops is set)')
-p.add_argument('--flops', type=float, default=0, help='training FLOP budget: steps = flops / (3 F tokens_per_step)')
+p.add_argument('--max-steps', type=cli.integer(min=1), default=1500, help='optimizer steps (unless --flops is set)')
+p.add_argument('--flops', type=cli.number(ge=0), default=0, help='FLOP budget: steps = flops / (3 F tokens_per_step)')
 # optimizer: AdamW with warmup + cosine (spec §6.3)
-p.add_argument('--lr', type=float, default=1e-3, help="peak learning rate (the paper's runs: 2e-4)")
-p.add_argument('--min-lr', type=float, default=None, help='final learning rate (default: lr / 10)')
-p.add_argument('--warmup-steps', type=int, default=-1, help='-1: max(1%% of steps, 100), at most 10%% of steps')
-p.add_argument('--weight-decay', type=float, default=0.1, help='AdamW weight decay, on all parameters as the paper')
-p.add_argument('--beta1', type=float, default=0.9)
-p.add_argument('--beta2', type=float, default=0.95)
-p.add_argument('--grad-clip', type=float, default=1.0, help='clip the gradient norm (0: off)')
+p.add_argument('--lr', type=cli.number(gt=0), default=1e-3, help="peak learning rate (the paper's runs: 2e-4)")
+p.add_argument('--min-lr', type=cli.number(ge=0), default=None, help='final learning rate <= --lr (default lr/10)')
+p.add_argument('--warmup-steps', type=cli.integer(min=-1), default=-1, help='-1: max(1%% of steps, 100), <= 10%%')
+p.add_argument('--weight-decay', type=cli.number(ge=0), default=0.1, help='AdamW weight decay, on all parameters')
+p.add_argument('--beta1', type=cli.number(ge=0, lt=1), default=0.9)
+p.add_argument('--beta2', type=cli.number(ge=0, lt=1), default=0.95)
+p.add_argument('--grad-clip', type=cli.number(ge=0), default=1.0, help='clip the gradient norm (0: off)')
 # evaluation, logging, checkpoints
-p.add_argument('--eval-every', type=int, default=250, help='validate (and checkpoint) every N steps')
-p.add_argument('--eval-batches', type=int, default=20, help='validation batches per evaluation')
-p.add_argument('--sample-every', type=int, default=0, help='print a sample every N steps (0: only at the end)')
-p.add_argument('--log-every', type=int, default=1, help='print a log line every N steps')
+p.add_argument('--eval-every', type=cli.integer(min=1), default=250, help='validate and checkpoint every N steps')
+p.add_argument('--eval-sequences', type=cli.integer(min=1), default=None,
+               help='validation sequences per evaluation: the first N of the val split, the same (with the same '
+                    'noise) whatever the micro-batch size and process count (default: 320, or all if fewer)')
+p.add_argument('--eval-batches', **cli.removed('--eval-sequences N (sequences, e.g. the old batches x micro-batch)'))
+p.add_argument('--sample-every', type=cli.integer(min=0), default=0, help='print a sample every N steps (0: at end)')
+p.add_argument('--log-every', type=cli.integer(min=1), default=1, help='print a log line every N steps')
 p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and results.json go')
-p.add_argument('--resume', action='store_true',
-               help='continue from <out-dir>/ckpt.pt (same model, data and family flags); weights, optimizer and data '
-                    'position are restored, the masking noise of diffusion families is drawn afresh')
+again = p.add_mutually_exclusive_group()
+again.add_argument('--resume', action='store_true',
+                   help='continue <out-dir>/ckpt.pt exactly: weights, optimizer, data position and random streams '
+                        '(same model, data, family and global batch; micro-batch size and process count may change)')
+again.add_argument('--overwrite', action='store_true', help='delete the checkpoint in <out-dir> and start afresh')
 # system
-p.add_argument('--device', default='auto', help='auto | cpu | cuda | mps')
-p.add_argument('--dtype', default='auto', help='auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16')
+p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
+p.add_argument('--dtype', choices=DTYPES, default='auto', help='auto: bf16 on a GPU, fp32 on CPU (recorded as used)')
 p.add_argument('--compile', action='store_true', help='torch.compile the model (worth it on GPU; slow start on CPU)')
-p.add_argument('--seed', type=int, default=1)
+p.add_argument('--seed', type=cli.integer(min=0, max=2**31 - 1), default=1)
 args = p.parse_args()
 
-try:  # bad names fail here with one line, before any work
-    family = get_family(args.family)
-    get_config(args.size, 2, args.seq_len)
-except ValueError as e:
-    p.exit(2, f"error: {e}\n")
+family = get_family(args.family)
 options = {k: (getattr(args, k) if getattr(args, k, None) is not None else v) for k, v in family.OPTIONS.items()}
-FAMILY_FLAGS = {'loss_type': '--loss', 'alpha0': '--alpha0', 'batch_split': '--batch-split'}
-for k, flag in FAMILY_FLAGS.items():
+for k, flag in {'loss_type': '--loss', 'alpha0': '--alpha0', 'batch_split': '--batch-split'}.items():
     if getattr(args, k) is not None and k not in options:
-        p.exit(2, f"error: {flag} does not apply to --family {args.family}\n")
+        p.fail(f"{flag} does not apply to --family {args.family}")
+if args.family == 'ar' and args.seq_len < 2:
+    p.fail("--seq-len must be >= 2 for AR: it predicts each token from the ones before it")
+min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
+if min_lr > args.lr:
+    p.fail(f"--min-lr {min_lr:g} is above --lr {args.lr:g}: the schedule decays from --lr down to --min-lr")
+count, unit = args.batch_size
+if unit == 'tokens' and (count % args.seq_len or count < args.seq_len):
+    p.fail(f"--batch-size {count}tok is not a positive multiple of --seq-len {args.seq_len}")
+batch_size = count // args.seq_len if unit == 'tokens' else count  # global sequences per optimizer step
 
 # -----------------------------------------------------------------------------
-# processes, devices, seeds
-ddp, rank, local_rank, world, device = init_distributed(args.device)
+# processes, devices, precision, seeds
+try:
+    ddp, rank, local_rank, world, device = init_distributed(args.device)
+    dtype = resolve_dtype(args.dtype, device)  # the dtype really used: recorded in the log, checkpoint and results
+except ValueError as e:
+    p.fail(e)
 master = rank == 0
-dtype = resolve_dtype(args.dtype, device)
 autocast = autocast_context(device, dtype)
+
+
 torch.manual_seed(args.seed + rank)  # masks and noise differ per rank; t strata are shared (see noise.sample_t)
 if device.type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-
-# -----------------------------------------------------------------------------
-# data
-if master:
-    meta = data.prepare(args.data, args.tokenizer)
-if ddp:
-    torch.distributed.barrier()  # rank 0 tokenizes once; the others read what it wrote
-meta = data.prepare(args.data, args.tokenizer) if not master else meta
-tokenizer = data.get_tokenizer(args.tokenizer)
-bs = args.batch_size
-batch_size = int(bs[:-3]) // args.seq_len if bs.endswith('tok') else int(bs)  # global sequences per step
-if bs.endswith('tok') and int(bs[:-3]) % args.seq_len:
-    p.exit(2, f"error: --batch-size {bs} is not a multiple of --seq-len {args.seq_len}\n")
 micro = args.micro_batch_size or batch_size // world
 if micro < 1 or batch_size % (micro * world):
-    p.exit(2, f"error: --batch-size {batch_size} must be a multiple of --micro-batch-size {micro} x {world} "
-              f"processes\n")
+    p.fail(f"--batch-size {batch_size} must be a multiple of --micro-batch-size {micro} x {world} processes")
 grad_accum = batch_size // (micro * world)
 tokens_per_step = batch_size * args.seq_len
-try:  # data shorter than one batch fails here, with the numbers and the fix
-    train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
-                               seed=args.seed, device=device)
-    data.eval_batches(os.path.join(meta['out_dir'], 'val.bin'), micro, args.seq_len, rank, world)
-except ValueError as e:
-    p.exit(2, f"error: {e}\n")
+if args.family == 'eso' and 0 < options['alpha0'] < 1 and not 0 < int(options['batch_split'] * micro) < micro:
+    p.fail(f"--alpha0 {options['alpha0']:g} trains a diffusion and a sequential part, but --batch-split "
+           f"{options['batch_split']:g} of a micro-batch of {micro} leaves one of them empty: pick --batch-split in "
+           f"(0, 1) with 0 < floor(batch_split x micro-batch) < micro-batch")
 
 # -----------------------------------------------------------------------------
-# model
+# the out-dir: one run at a time (lock), never replaces a checkpoint unless asked, writable, signals caught
+run, problem = None, None
+try:
+    run = rundir.RunDir(args.out_dir, resume=args.resume, overwrite=args.overwrite, master=master)
+except ValueError as e:
+    problem = e
+p.fail_together(problem, ddp, device)
+ckpt_path = run.ckpt_path
+
+# -----------------------------------------------------------------------------
+# data: data.prepare raises a one-line ValueError for every problem with --data
+try:  # rank 0 tokenizes once ...
+    meta = data.prepare(args.data, args.tokenizer) if master else None
+except (ValueError, OSError) as e:
+    problem = e
+p.fail_together(problem, ddp, device)  # (under DDP also the barrier: the other ranks wait for rank 0's files)
+try:
+    meta = meta or data.prepare(args.data, args.tokenizer)  # ... and the others read what it wrote
+    tokenizer = data.get_tokenizer(args.tokenizer)
+    train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
+                               seed=args.seed, device=device)
+    val_path = os.path.join(meta['out_dir'], 'val.bin')
+    n_eval = eval_set_size(args.eval_sequences, meta['val_tokens'], args.seq_len)  # the first n_eval val sequences
+    data.eval_batches(val_path, batch_rows(n_eval, micro, world), args.seq_len, rank, world)  # raises now if too few
+except (ValueError, OSError) as e:
+    problem = e
+p.fail_together(problem, ddp, device)
+
+# -----------------------------------------------------------------------------
+# model, optimizer, schedule; --resume restores all of it (checkpoint.resume checks the flags against it)
 cfg = get_config(args.size, tokenizer.n_vocab + 1, args.seq_len)  # +1: the mask token is the last id
+need = 16 * (flops.non_embedding_params(cfg) + cfg.vocab_size * cfg.n_embd)  # fp32 weights, grads, AdamW m and v
+if need > free_memory(device):
+    p.fail(f"--size {args.size} needs ~{need / 2**30:.1f} GiB for its weights, gradients and AdamW state but "
+           f"{free_memory(device) / 2**30:.1f} GiB are free on {device}: pick a smaller --size")
 torch.manual_seed(args.seed)  # identical initial weights on every rank
 model = Model(cfg).to(device)
 torch.manual_seed(args.seed + rank)
 flops_per_token = flops.forward_flops_per_token(cfg)
 max_steps = flops.steps_for_budget(args.flops, cfg, tokens_per_step) if args.flops else args.max_steps
 if max_steps < 1:
-    p.exit(2, f"error: --flops {args.flops:g} buys less than one step of {3 * flops_per_token * tokens_per_step:.3g}"
-              f" FLOPs: raise it or shrink --size/--batch-size\n")
+    p.fail(f"--flops {args.flops:g} buys less than one step of {3 * flops_per_token * tokens_per_step:.3g} FLOPs: "
+           f"raise it or shrink --size/--batch-size")
 warmup = args.warmup_steps if args.warmup_steps >= 0 else min(max(round(0.01 * max_steps), 100), max_steps // 10)
-min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
 optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
                               weight_decay=args.weight_decay, fused=device.type == 'cuda')
-start_step, best_val = 0, None
-ckpt_path = os.path.join(args.out_dir, 'ckpt.pt')
+scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')  # fp16 needs loss scaling; a no-op otherwise
+start_step, val_loss, seconds_before, resumed = 0, None, 0.0, ''
 if args.resume:
-    _, ckpt = load_checkpoint(ckpt_path, device)
-    for k in ('family', 'size', 'seq_len', 'tokenizer', 'data', 'batch_size', 'seed'):
-        if ckpt['args'][k] != getattr(args, k):
-            p.exit(2, f"error: --resume: --{k.replace('_', '-')} is {getattr(args, k)!r} but the checkpoint was "
-                      f"trained with {ckpt['args'][k]!r}; pass the same value\n")
-    if ckpt['options'] != options:
-        p.exit(2, f"error: --resume: family options {options} differ from the checkpoint's {ckpt['options']}\n")
-    model.load_state_dict(ckpt['model'])
-    optimizer.load_state_dict(ckpt['optimizer'])
-    train_loader.load_state_dict(ckpt['loader'])  # every rank's loader is at the same (epoch, step)
-    start_step, best_val = ckpt['step'], ckpt.get('val_loss')
+    expected = dict(family=args.family, options=options, size=args.size, seq_len=args.seq_len, seed=args.seed,
+                    tokenizer=args.tokenizer, data=args.data, batch_size=batch_size, model_config=asdict(cfg),
+                    data_sha256=meta.get('source_sha256'))
+    try:
+        ckpt, note = checkpoint.resume(ckpt_path, model, optimizer, scaler, train_loader, expected,
+                                       hyper=dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay))
+    except ValueError as e:
+        problem = e
+    p.fail_together(problem, ddp, device)
+    start_step, val_loss, seconds_before = ckpt['step'], ckpt.get('val_loss'), ckpt.get('train_seconds', 0.0)
+    resumed = f"resumed {ckpt_path} at step {start_step} (trained in {ckpt.get('dtype')}){note}"
+    if start_step > max_steps:
+        p.fail(f"--resume: the checkpoint is at step {start_step}, beyond the {max_steps} steps asked for: raise "
+               f"--max-steps/--flops")
 raw_model = model  # uncompiled, unwrapped: used to save, evaluate and sample
 if args.compile:
-    t0 = time.time()
-    model = torch.compile(model)
-    print0(f"torch.compile wrapped the model (the first steps pay the compilation, {time.time() - t0:.1f}s so far)")
+    model = torch.compile(model)  # the first steps pay the compilation
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device.type == 'cuda' else None)
 model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the compile/DDP wrappers too
@@ -165,25 +201,10 @@ def get_lr(step):
     return min_lr + (args.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))  # 3) ... to min_lr
 
 
-@torch.no_grad()
 def evaluate():
-    """Validation loss per token over --eval-batches batches: NLL for AR, the NELBO for diffusion families (never
-    low-var). Sums are all-reduced before dividing (spec §7.1). Masks and t are re-seeded, so every evaluation of
-    every run sees the same noise: curves are comparable step to step and family to family."""
-    raw_model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)
-    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
-        torch.manual_seed(1234 + rank)
-        batches = data.eval_batches(os.path.join(meta['out_dir'], 'val.bin'), micro, args.seq_len, rank, world,
-                                    max_batches=args.eval_batches, device=device)
-        for i, x in enumerate(batches):
-            with autocast:
-                nll, n = family.loss(raw_model, x, train=False, generator=torch.Generator().manual_seed(i), **options)
-            total += torch.stack([nll.double(), torch.as_tensor(n, dtype=torch.float64, device=device)])
-    if ddp:
-        torch.distributed.all_reduce(total)
-    raw_model.train()
-    return (total[0] / total[1]).item()
+    """Validation loss on the first --eval-sequences sequences, each with its own noise (nanodllm/evaluate.py)."""
+    return validation_loss(raw_model, family, options, val_path, n_eval, micro, args.seq_len, rank, world, ddp,
+                           device, autocast)
 
 
 def show_sample(step):
@@ -195,45 +216,105 @@ def show_sample(step):
     tqdm.write(f"--- sample at step {step} ({nfe} network calls) ---\n{tokenizer.decode(x[0].tolist())}\n---")
 
 
+def save(step):
+    """Checkpoint the state *before* `step` runs: every rank sends its RNG state, rank 0 writes atomically. A failed
+    write (full disk, permissions, a folder in the way) leaves the previous checkpoint and ends the run."""
+    rng = checkpoint.all_rng_states(device, ddp)
+    try:
+        if master:
+            checkpoint.save_checkpoint(ckpt_path, checkpoint.make_checkpoint(
+                raw_model, cfg, args, args.family, options, args.tokenizer, step=step, val_loss=val_loss, dtype=dtype,
+                optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loader=train_loader.state_dict(),
+                rng=rng, layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
+                data_sha256=meta.get('source_sha256'), train_seconds=seconds_before + time.time() - t_train))
+    except OSError as e:
+        finish('failed', step, f"could not save {ckpt_path}: {e.strerror or e}: free disk space or fix the "
+               f"permissions; the previous checkpoint is kept, continue with --resume", rundir.EXIT_ERROR)
+
+
+def results(status, step, message=None):
+    """What results.json says about this run: status, step reached, the set-up, the loss, the cost."""
+    elapsed = seconds_before + time.time() - t_train
+    return dict(status=status, step=step, steps=max_steps, val_loss=val_loss,
+                val_ppl=math.exp(min(val_loss, 50)) if val_loss is not None else None, dtype=dtype,
+                family=args.family, size=args.size, options=options, tokenizer=args.tokenizer, data=args.data,
+                seq_len=args.seq_len, batch_size=batch_size, micro_batch_size=micro, world_size=world,
+                eval_sequences=n_eval, tokens=step * tokens_per_step, non_embedding_params=n_params,
+                flops_per_token=flops_per_token, train_flops=3 * flops_per_token * tokens_per_step * step,
+                seconds=elapsed, tokens_per_second=tokens_seen / (time.time() - t_train) if tokens_seen else None,
+                steady_step_seconds=dt_ema, resumed_from=start_step if args.resume else None, error=message,
+                device=info['device'], git_commit=info['git_commit'], args=vars(args))
+
+
+def finish(status, step, message=None, code=0, write=True):
+    """Write results.json (rank 0), print the last line, exit with `code` (0, 1, 3 or 130)."""
+    bar.close()
+    written = run.write_results(results(status, step, message)) if write else True
+    if message:
+        run.error(message)
+    run.log(f"{status}: step {step}/{max_steps}, val {val_loss if val_loss is not None else float('nan'):.4f} "
+            f"-> {args.out_dir}/results.json")
+    cleanup_distributed()
+    sys.exit(code or (0 if written else rundir.EXIT_ERROR))
+
+
+def diverged(step, what):
+    finish('diverged', step, f"the run diverged at step {step}: {what}; the last good checkpoint is kept: try a "
+           f"lower --lr (now {args.lr:g}) or --grad-clip (now {args.grad_clip:g})", rundir.EXIT_DIVERGED)
+
+
+def out_of_memory(step):
+    finish('failed', step, f"out of memory at step {step} with {micro} sequences of {args.seq_len} tokens per forward: "
+           f"lower --micro-batch-size (gradient accumulation keeps --batch-size)", rundir.EXIT_ERROR)
+
+
 # -----------------------------------------------------------------------------
-# log the set-up
+# log the set-up: every check has passed, so the out-dir now belongs to this run (--overwrite deletes the old one)
+run.begin()
 info = run_info(device)
 n_params = raw_model.num_params()
 peak = flops.peak_flops(device)
-os.makedirs(args.out_dir, exist_ok=True)
-log_file = open(os.path.join(args.out_dir, 'log.txt'), 'a') if master else None
-
-
-def log(line):
-    if master:
-        tqdm.write(line)
-        log_file.write(line + '\n')
-        log_file.flush()
-
-
-log(f"run: {json.dumps(info)}\nargs: {json.dumps(vars(args))}\nmodel: {json.dumps(asdict(cfg))}")
-log(f"family {args.family} {options} | {n_params / 1e6:.2f}M non-embedding params | {world} process(es) on "
-    f"{device} ({dtype}) | batch {batch_size} x {args.seq_len} = {tokens_per_step:,} tokens/step = {micro} x "
-    f"{world} x {grad_accum} accumulation | {max_steps} steps, {3 * flops_per_token * tokens_per_step * max_steps:.3g}"
-    f" FLOPs | warmup {warmup} | peak {peak:.3g} FLOP/s" + (" (measured fp32 matmul)" if device.type == 'cpu' else ""))
+run.log(f"run: {json.dumps(info)}\nargs: {json.dumps(vars(args))}\nmodel: {json.dumps(asdict(cfg))}")
+run.log(f"family {args.family} {options} | {n_params / 1e6:.2f}M non-embedding params | {world} process(es) on "
+        f"{device} ({dtype}) | batch {batch_size} x {args.seq_len} = {tokens_per_step:,} tokens/step = {micro} x "
+        f"{world} x {grad_accum} accumulation | {max_steps} steps, {3 * flops_per_token * tokens_per_step * max_steps:.3g}"
+        f" FLOPs | warmup {warmup} | validation on {n_eval} sequences | peak {peak:.3g} FLOP/s"
+        + (" (measured fp32 matmul)" if device.type == 'cpu' else ""))
 if 'loss_type' in options:
-    log(f"training loss: {options['loss_type']}; validation: NELBO (an upper bound on the NLL)")
+    run.log(f"training loss: {options['loss_type']}; validation: NELBO (an upper bound on the NLL)")
+if resumed:
+    run.log(resumed)
 
 # -----------------------------------------------------------------------------
 # training loop
+t_train, tokens_seen, dt_ema, step = time.time(), 0, None, start_step
 bar = tqdm(total=max_steps, initial=start_step, disable=not master, dynamic_ncols=True, desc=args.family)
-t_train, tokens_seen, val_loss, dt_ema = time.time(), 0, best_val, None
+if start_step == max_steps:  # a finished run resumed with the same budget: nothing to do (results.json stays)
+    run.log(f"nothing to do: {ckpt_path} is already at step {max_steps}")
+    finish('completed', step, write=not os.path.exists(run.results_path))
+run.on_hard_stop = lambda: run.write_results(results('interrupted', step, 'stopped at once by a second signal'))
+if args.resume:  # last, so that nothing in the set-up (e.g. the CPU FLOP/s probe) shifts the random streams
+    run.log(checkpoint.restore_rng(ckpt, args.seed, device, rank, world) or "each process's random stream "
+            "continues from the checkpoint")
+run.start_loop()  # from here a SIGINT/SIGTERM ends the step, saves and stops; a second one stops at once
 for step in range(start_step, max_steps + 1):
     last = step == max_steps
+    if not last and run.stop_requested(device, ddp):                      # every rank agrees: stop here
+        if step > start_step:
+            save(step)
+        finish('interrupted', step, f"interrupted ({run.signal}) at step {step}: " + (
+            "checkpoint saved, continue with --resume" if step > start_step else "no step was run, nothing changed"),
+            rundir.EXIT_INTERRUPTED)
     # evaluate and checkpoint every eval_every steps and once at the end (the loop runs max_steps + 1 times)
     if (step % args.eval_every == 0 and step > start_step) or last:
-        val_loss = evaluate()
-        log(f"step {step} | val {val_loss:.4f} (ppl {math.exp(min(val_loss, 50)):.2f})")
-        if master:
-            ckpt = make_checkpoint(raw_model, cfg, args, args.family, options, args.tokenizer, step=step,
-                                   val_loss=val_loss, optimizer=optimizer.state_dict(), run_info=info,
-                                   loader=train_loader.state_dict())
-            save_checkpoint(ckpt_path, ckpt)
+        try:
+            val_loss = evaluate()
+        except (torch.OutOfMemoryError, MemoryError):
+            out_of_memory(step)
+        run.log(f"step {step} | val {val_loss:.4f} (ppl {math.exp(min(val_loss, 50)):.2f})")
+        if not math.isfinite(val_loss) or not all(torch.isfinite(w).all() for w in raw_model.parameters()):
+            diverged(step, f"validation loss {val_loss}")                 # never saved over the last good one
+        save(step)
     if master and ((args.sample_every and step % args.sample_every == 0 and step > start_step) or last):
         show_sample(step)
     if last:
@@ -246,25 +327,30 @@ for step in range(start_step, max_steps + 1):
         group['lr'] = lr
     t_gen_seed = args.seed * 1_000_003 + step  # the same on every rank: t strata cover the global batch
     train_loss = torch.zeros((), device=device)
-    for micro_step in range(grad_accum):
-        x0 = train_loader.next_batch()                                    # (micro, L)
-        if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
-            model.require_backward_grad_sync = micro_step == grad_accum - 1
-        with autocast:
-            strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice of the batch
-            try:
+    try:
+        for micro_step in range(grad_accum):
+            x0 = train_loader.next_batch()                                # (micro, L)
+            if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
+                model.require_backward_grad_sync = micro_step == grad_accum - 1
+            with autocast:
+                strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice
                 nll, n = family.loss(model, x0, train=True, strata=strata,
                                      generator=torch.Generator().manual_seed(t_gen_seed), **options)
-            except ValueError as e:  # a family rejects its options (e.g. eso --alpha0 0.5 with --batch-split 1)
-                p.exit(2, f"error: {e}\n")
-        loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: the sum is the batch mean
-        loss.backward()
-        train_loss += loss.detach()
+            loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: sum = batch mean
+            scaler.scale(loss).backward()
+            train_loss += loss.detach()
+    except (torch.OutOfMemoryError, MemoryError):
+        out_of_memory(step)
     if ddp:  # log the loss of the whole global batch, not rank 0's share
         torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
     train_loss = train_loss.item()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float('inf'))
-    optimizer.step()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float('inf')).item()
+    # a non-finite loss (or gradient, unless fp16 loss scaling skips it) ends the run before it touches the weights
+    if not math.isfinite(train_loss) or not (math.isfinite(grad_norm) or scaler.is_enabled()):
+        diverged(step, f"loss {train_loss}, gradient norm {grad_norm}")
+    scaler.step(optimizer)
+    scaler.update()
     optimizer.zero_grad(set_to_none=True)
     if device.type == 'cuda':
         torch.cuda.synchronize()
@@ -278,23 +364,6 @@ for step in range(start_step, max_steps + 1):
     bar.update(1)
     bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
     if step % args.log_every == 0:
-        log(f"step {step} | loss {train_loss:.4f} | lr {lr:.2e} | grad {grad_norm:.2f} | dt {dt * 1000:.0f}ms | "
-            f"tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}%")
-bar.close()
-
-# -----------------------------------------------------------------------------
-# results
-elapsed = time.time() - t_train
-if master:
-    results = dict(family=args.family, size=args.size, options=options, tokenizer=args.tokenizer, data=args.data,
-                   seq_len=args.seq_len, batch_size=batch_size, steps=max_steps, tokens=max_steps * tokens_per_step,
-                   non_embedding_params=n_params, flops_per_token=flops_per_token,
-                   train_flops=3 * flops_per_token * tokens_per_step * max_steps, val_loss=val_loss,
-                   val_ppl=math.exp(min(val_loss, 50)),
-                   seconds=elapsed, tokens_per_second=tokens_seen / elapsed if tokens_seen else None,
-                   steady_step_seconds=dt_ema, device=info['device'], world_size=world, dtype=dtype,
-                   git_commit=info['git_commit'])
-    with open(os.path.join(args.out_dir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-    log(f"done: val {val_loss:.4f} after {max_steps} steps in {elapsed:.0f}s -> {args.out_dir}/results.json")
-cleanup_distributed()
+        run.log(f"step {step} | loss {train_loss:.4f} | lr {lr:.2e} | grad {grad_norm:.2f} | dt {dt * 1000:.0f}ms | "
+                f"tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}%")
+finish('completed', max_steps)

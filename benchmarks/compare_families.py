@@ -3,8 +3,8 @@
     python benchmarks/compare_families.py --flops 3e13 --out-dir runs/compare      # ~45 min on 2 CPU cores
 
 Each run is `train.py --flops <budget>` with the same size, data, batch and seed, so every family takes the same
-number of steps. A finished run (results.json present) is not trained again. Prints a markdown table; the
-recorded results are in benchmarks/README.md.
+number of steps. A finished run (results.json with status 'completed') is not trained again; an unfinished one
+is resumed from its checkpoint. Prints a markdown table; the recorded results are in benchmarks/README.md.
 """
 import argparse
 import json
@@ -29,7 +29,7 @@ p.add_argument('--out-dir', default='runs/compare')
 p.add_argument('--only', default='', help='comma-separated subset of: ' + ', '.join(RUNS))
 p.add_argument('train_args', nargs='*', help='extra train.py flags, after --, e.g. -- --size tiny')
 args = p.parse_args()
-common = ['--size', 'micro', '--batch-size', '16', '--seq-len', '256', '--eval-batches', '40', '--eval-every', '500',
+common = ['--size', 'micro', '--batch-size', '16', '--seq-len', '256', '--eval-sequences', '640', '--eval-every', '500',
           '--flops', args.flops] + args.train_args
 
 rows = []
@@ -37,9 +37,11 @@ for name, flags in RUNS.items():
     if args.only and name not in args.only.split(','):
         continue
     out = os.path.join(args.out_dir, name)
-    if not os.path.exists(os.path.join(out, 'results.json')):
+    results = os.path.join(out, 'results.json')
+    if not os.path.exists(results) or json.load(open(results)).get('status') != 'completed':
         print(f"=== {name}", flush=True)
-        subprocess.run([sys.executable, os.path.join(ROOT, 'train.py')] + common + flags + ['--out-dir', out],
+        resume = ['--resume'] if os.path.exists(os.path.join(out, 'ckpt.pt')) else []
+        subprocess.run([sys.executable, os.path.join(ROOT, 'train.py')] + common + flags + ['--out-dir', out] + resume,
                        check=True)
     with open(os.path.join(out, 'results.json')) as f:
         rows.append((name, json.load(f)))

@@ -21,15 +21,15 @@ TIME_CONDITIONING = True   # sigma_t = -log alpha_t feeds adaLN (spec §0.4)
 NOISE_REMOVALS = ('ancestral', 'greedy')
 
 
-def corrupt(x0, alpha_t, vocab_size):
+def corrupt(x0, alpha_t, vocab_size, generator=None):
     """Uniform forward process q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) / V (spec §3.1).
 
     x0 (B, L) long, alpha_t (B, 1): one t per sequence -> zt (B, L): each token independently, with probability
     1 - alpha_t, is replaced by an id uniform on [0, V) (mask id included; it may equal x0), so
-    P(z = x0) = alpha_t + (1 - alpha_t) / V. Uses the global torch RNG.
+    P(z = x0) = alpha_t + (1 - alpha_t) / V. Draws from the global RNG, or per row from a noise.RowNoise `generator`.
     """
-    noisy = torch.rand(x0.shape, device=x0.device) < 1 - alpha_t                   # (B, L) bool
-    uniform = torch.randint(0, vocab_size, x0.shape, device=x0.device)              # (B, L)
+    noisy = noise.uniform(x0.shape, x0.device, generator) < 1 - alpha_t            # (B, L) bool
+    uniform = noise.randint(vocab_size, x0.shape, x0.device, generator)             # (B, L)
     return torch.where(noisy, uniform, x0)
 
 
@@ -93,7 +93,7 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None):
     V = model.cfg.vocab_size
     t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
     alpha_t, dalpha_t = noise.alpha(t)[:, None], noise.dalpha(t)[:, None]           # (B, 1) each
-    zt = corrupt(x0, alpha_t, V)                                                    # (B, L)
+    zt = corrupt(x0, alpha_t, V, generator)                                         # (B, L)
     sigma_t = -torch.log(alpha_t[:, 0])                                             # (B,) raw, no rescaling (§9.7)
     logits = model(zt, sigma=sigma_t, attn='full')                                  # (B, L, V) fp32, mask = -1e6
     log_p = logits.float().log_softmax(dim=-1)                                      # (B, L, V)

@@ -59,9 +59,9 @@ def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
     # t: stratified over the n K diffusion rows of the global batch (the paper: floor(global_batch * batch_split))
     t = noise.sample_t(n, *strata, generator=generator, device=x0.device)      # (n,)
     alpha_t = noise.alpha(t, alpha0)[:, None]                                   # (n, 1)
-    zt = mdlm.corrupt(x0, alpha_t, mask_id)                                     # (n, L) MDLM masking
+    zt = mdlm.corrupt(x0, alpha_t, mask_id, generator)                          # (n, L) MDLM masking
     # clean first, random order inside each group: key = 1[masked] + 0.9 U (spec §4.2, §9.11)
-    key = (zt == mask_id).float() + 0.9 * torch.rand(zt.shape, device=x0.device)
+    key = (zt == mask_id).float() + 0.9 * noise.uniform(zt.shape, x0.device, generator)
     sort_idx = key.argsort(dim=1)                                               # (n, L) original position per slot
     zt, x0 = zt.gather(1, sort_idx), x0.gather(1, sort_idx)                     # sorted coordinates
     logits = model(zt, attn='causal', pos=sort_idx)                             # (n, L, V)
@@ -71,16 +71,16 @@ def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
     return (mdlm.nelbo_weight(t, alpha0)[:, None] * nll).sum()                  # weight alpha0(1-eps)/(1-alpha_t)
 
 
-def _sequential_nll(model, x0, alpha0):
+def _sequential_nll(model, x0, alpha0, generator=None):
     """Sequential part (spec §4.4) on x0 (n, L) -> summed -log p(x0) at the slots masked in z0 (scalar).
     Needs no t; at alpha0 = 0 every token is masked, the order is the identity, and this is the exact L-token NLL."""
     n, L = x0.shape
     mask_id = model.cfg.mask_id
-    z0 = mdlm.corrupt(x0, alpha0, mask_id)                                      # (n, L)
+    z0 = mdlm.corrupt(x0, alpha0, mask_id, generator)                           # (n, L)
     masked = z0 == mask_id
     # clean first in random order, then the masks left to right (key in [1, 2) increasing with position)
     ramp = torch.arange(L, device=x0.device) / L
-    key = torch.where(masked, 1 + ramp, 0.9 * torch.rand(z0.shape, device=x0.device))
+    key = torch.where(masked, 1 + ramp, 0.9 * noise.uniform(z0.shape, x0.device, generator))
     sort_idx = key.argsort(dim=1)                                               # (n, L)
     z0, x0 = z0.gather(1, sort_idx), x0.gather(1, sort_idx)
     inp = torch.cat([z0, x0], dim=1)                                            # (n, 2L): [z0 ; x0]
@@ -97,7 +97,8 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_va
     deterministic: no t, no random order). With both parts active the per-token loss is the unbiased NELBO
     seq_sum / seq_tokens + diff_sum / diff_tokens (spec §4.4.6); like the paper we return
     (that per-token loss * diff_tokens, diff_tokens), so nll_sum / n_tokens is the total per-token loss and the
-    token count is the diffusion one. `generator` is used only for the t draws.
+    token count is the diffusion one. A torch.Generator `generator` is used only for the t draws (masks and orders
+    come from the global RNG); a noise.RowNoise (evaluation) gives every row its own t, masks and order.
     """
     _check_options(loss_type, alpha0, batch_split)
     B, L = x0.shape
@@ -114,10 +115,11 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_va
     if n_diff == B:
         return _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0), B * L
     if n_diff == 0:
-        return _sequential_nll(model, x0, alpha0), B * L
+        return _sequential_nll(model, x0, alpha0, generator), B * L
     diff_tokens, seq_tokens = n_diff * L, (B - n_diff) * L
-    per_token = (_diffusion_nll(model, x0[:n_diff], train, strata, generator, loss_type, alpha0) / diff_tokens
-                 + _sequential_nll(model, x0[n_diff:], alpha0) / seq_tokens)
+    g_diff, g_seq = noise.split_rows(generator, n_diff)        # evaluation: every row keeps its own noise stream
+    per_token = (_diffusion_nll(model, x0[:n_diff], train, strata, g_diff, loss_type, alpha0) / diff_tokens
+                 + _sequential_nll(model, x0[n_diff:], alpha0, g_seq) / seq_tokens)
     return per_token * diff_tokens, diff_tokens
 
 

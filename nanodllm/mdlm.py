@@ -21,13 +21,13 @@ LOSS_TYPES = ('low_var', 'elbo')
 NOISE_REMOVALS = ('ancestral', 'greedy', 'none')
 
 
-def corrupt(x0, alpha_t, mask_id):
+def corrupt(x0, alpha_t, mask_id, generator=None):
     """Absorbing forward process q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) onehot(m) (spec §2.1).
 
     x0 (B, L) long, alpha_t (B, 1): one t per sequence -> xt (B, L), each token independently replaced by the mask
-    id with probability 1 - alpha_t. Uses the global torch RNG.
+    id with probability 1 - alpha_t. Draws from the global RNG, or per row from a noise.RowNoise `generator`.
     """
-    masked = torch.rand(x0.shape, device=x0.device) < 1 - alpha_t                   # (B, L) bool
+    masked = noise.uniform(x0.shape, x0.device, generator) < 1 - alpha_t            # (B, L) bool
     return x0.masked_fill(masked, mask_id)
 
 
@@ -36,7 +36,7 @@ def nelbo_weight(t, alpha0=1.0):
     return -noise.dalpha(t, alpha0) / (1 - noise.alpha(t, alpha0))
 
 
-def nll_per_token(model, x0, t, elbo=True):
+def nll_per_token(model, x0, t, elbo=True, generator=None):
     """Per-token loss (B, L) and the noisy input xt (B, L) for clean x0 (B, L) at times t (B,) (spec §2.2).
 
     l_i = -log p_theta(x0_i | xt) at masked positions and exactly 0 at unmasked ones (carry-over); with elbo=True
@@ -44,7 +44,7 @@ def nll_per_token(model, x0, t, elbo=True):
     """
     mask_id = model.cfg.mask_id
     alpha_t = noise.alpha(t)[:, None]                                                # (B, 1)
-    xt = corrupt(x0, alpha_t, mask_id)                                               # (B, L)
+    xt = corrupt(x0, alpha_t, mask_id, generator)                                    # (B, L)
     logits = model(xt, attn='full')                                                  # (B, L, V) fp32, mask = -1e6
     ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction='none')       # (B, L) log-softmax inside
     nll = torch.where(xt == mask_id, ce, torch.zeros_like(ce))                       # carry-over: unmasked -> 0
@@ -65,7 +65,7 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_va
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     B, L = x0.shape
     t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
-    nll, _ = nll_per_token(model, x0, t, elbo=(not train or loss_type == 'elbo'))
+    nll, _ = nll_per_token(model, x0, t, elbo=(not train or loss_type == 'elbo'), generator=generator)
     return nll.sum(), B * L
 
 

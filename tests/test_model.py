@@ -1,17 +1,15 @@
-"""Backbone tests: attention patterns, adaLN-zero init, KV cache, rotary, sizes, checkpoints.
+"""Backbone tests: attention patterns, adaLN-zero init, KV cache, rotary, sizes (checkpoints: test_checkpoint.py).
 
     python -m pytest -q tests/test_model.py
 """
 import math
-import os
 
 import pytest
 import torch
 
 from helpers import make_model
 from nanodllm import ar, flops
-from nanodllm.common import load_checkpoint, make_checkpoint, save_checkpoint
-from nanodllm.config import SIZES, ModelConfig, get_config
+from nanodllm.config import SIZES, get_config
 from nanodllm.model import NEG_INF, Model
 
 
@@ -135,59 +133,6 @@ def test_analytic_param_count_equals_the_module_and_1p7b_shape():
     assert SIZES['1.7b'] == (2176, 28, 17) and 2176 // 17 == 128
     with pytest.raises(ValueError, match='valid sizes: nano'):
         get_config('nope', 10, 10)
-
-
-def test_checkpoint_round_trip_restores_logits(tmp_path):
-    model = make_model()
-    x = torch.randint(0, 10, (2, 8))
-    path = str(tmp_path / 'ckpt.pt')
-    save_checkpoint(path, make_checkpoint(model, model.cfg, _Args(), 'ar', {}, 'byte', step=3))
-    loaded, ckpt = load_checkpoint(path)
-    assert ckpt['step'] == 3 and ckpt['family'] == 'ar' and isinstance(loaded.cfg, ModelConfig)
-    with torch.no_grad():
-        assert torch.equal(loaded(x, attn='causal'), model(x, attn='causal'))
-
-
-def test_bad_checkpoints_give_clear_errors(tmp_path):
-    model = make_model()
-    path = str(tmp_path / 'ckpt.pt')
-    save_checkpoint(path, make_checkpoint(model, model.cfg, _Args(), 'ar', {}, 'byte'))
-    with pytest.raises(SystemExit, match='no checkpoint'):
-        load_checkpoint(str(tmp_path / 'missing.pt'))
-    truncated = str(tmp_path / 'truncated.pt')
-    with open(path, 'rb') as f, open(truncated, 'wb') as g:
-        g.write(f.read()[:1000])
-    with pytest.raises(SystemExit, match='truncated'):
-        load_checkpoint(truncated)
-    ckpt = torch.load(path, weights_only=False)
-    ckpt['model_config']['n_embd'] = 64
-    torch.save(ckpt, str(tmp_path / 'mismatch.pt'))
-    with pytest.raises(SystemExit, match='do not match'):
-        load_checkpoint(str(tmp_path / 'mismatch.pt'))
-    torch.save({'weights': 1}, str(tmp_path / 'other.pt'))
-    with pytest.raises(SystemExit, match='not a nanodllm checkpoint'):
-        load_checkpoint(str(tmp_path / 'other.pt'))
-
-
-def test_crash_during_save_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    model = make_model()
-    path = str(tmp_path / 'ckpt.pt')
-    save_checkpoint(path, make_checkpoint(model, model.cfg, _Args(), 'ar', {}, 'byte', step=1))
-
-    def crash(obj, f):
-        with open(f, 'wb') as h:
-            h.write(b'partial')
-        raise KeyboardInterrupt
-    monkeypatch.setattr(torch, 'save', crash)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, make_checkpoint(model, model.cfg, _Args(), 'ar', {}, 'byte', step=2))
-    monkeypatch.undo()
-    assert load_checkpoint(path)[1]['step'] == 1
-    assert os.path.exists(path + '.tmp')  # the partial write went to the temporary file
-
-
-class _Args:
-    size = 'nano'
 
 
 @pytest.mark.slow

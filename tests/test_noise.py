@@ -53,6 +53,38 @@ def test_sample_t_is_uniform_on_its_range():
     assert abs(t.var().item() - (1 - noise.T_MIN) ** 2 / 12) < 3e-3
 
 
+def _row_draws(rows):
+    return noise.sample_t(len(rows), generator=rows), noise.uniform((len(rows), 5), 'cpu', rows), \
+        noise.randint(9, (len(rows), 5), 'cpu', rows)
+
+
+def test_row_noise_gives_each_validation_sequence_its_own_stream():
+    """Sequence j draws the same t, uniforms and integers whatever batch it is in (evaluation, noise.RowNoise)."""
+    full = _row_draws(noise.RowNoise(range(6), 6, seed=3))
+    for index in ([3, 4, 5], [0, 1, 2], [5], [4, 1]):
+        for part, whole in zip(_row_draws(noise.RowNoise(index, 6, seed=3)), full):
+            assert torch.equal(part, whole[index])
+    sliced = noise.RowNoise(range(6), 6, seed=3)[2:4] + noise.RowNoise([5], 6, seed=3)   # slicing and + keep streams
+    for part, whole in zip(_row_draws(sliced), full):
+        assert torch.equal(part, whole[[2, 3, 5]])
+    assert torch.equal(_strata(full[0], 6).sort().values, torch.arange(6))  # one t per stratum of the whole set
+    other = _row_draws(noise.RowNoise(range(6), 6, seed=4))
+    assert not torch.equal(other[1], full[1])
+    with pytest.raises(ValueError, match='row indices'):
+        noise.RowNoise([6], 6, seed=3)
+
+
+def test_training_draws_come_from_the_global_stream():
+    """A torch.Generator (the t stream shared by all ranks) is not used for masks: they come from the global RNG,
+    exactly as torch.rand / torch.randint would draw them (training is unchanged by RowNoise)."""
+    g = torch.Generator().manual_seed(9)
+    torch.manual_seed(0)
+    u, r = noise.uniform((3, 4), 'cpu', g), noise.randint(7, (3, 4), 'cpu', g)
+    torch.manual_seed(0)
+    assert torch.equal(u, torch.rand(3, 4)) and torch.equal(r, torch.randint(0, 7, (3, 4)))
+    assert noise.split_rows(g, 2) == (g, None)
+
+
 @pytest.mark.parametrize('steps', [1, 7, 128])
 def test_sampling_grid(steps):
     g = noise.sampling_grid(steps)

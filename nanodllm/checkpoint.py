@@ -1,0 +1,266 @@
+"""Checkpoints: what a ckpt.pt holds, atomic writes, a validated load that never runs code from the file, and the
+state that makes `train.py --resume` continue a run bit for bit.
+
+A checkpoint is a dict of tensors and plain Python types only (dict, list, tuple, str, int, float, bool, None);
+`save_checkpoint` refuses anything else and every load uses torch.load(weights_only=True), so a crafted file can
+never execute code. Keys (version 2):
+  nanodllm_checkpoint  2 (version 1, written before the RNG state was saved, can be sampled from, not resumed)
+  family, options, tokenizer, model_config, model    what sample.py needs to rebuild and run the model
+  step, val_loss, dtype, args, run_info              where it comes from (args: the train.py flags, as a dict)
+  optimizer, scaler, loader, rng, layout, data_sha256, train_seconds   what --resume needs:
+    rng = one {'cpu', 'cuda'} generator state per rank (rank order); layout = {batch_size, micro_batch_size,
+    world_size}; loader = the data position (nanodllm.data.Loader.state_dict()).
+"""
+import os
+import pickle
+import secrets
+from collections import OrderedDict
+from dataclasses import asdict, fields
+
+import torch
+import torch.distributed as dist
+from torch.torch_version import TorchVersion
+
+from .config import ModelConfig
+from .model import Model
+
+VERSION = 2
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (missing, unsafe, corrupt, edited or from another run): a one-line message."""
+
+
+# -----------------------------------------------------------------------------
+# writing
+
+def atomic_write(path, write):
+    """write(f) into a temporary file with a unique name (pid + random) next to `path`, fsync it, then rename it over
+    `path`. On any failure (disk full, permission, a directory at `path`, Ctrl-C) the temporary file is removed and
+    `path` is untouched; the error is re-raised. Two writers never rename each other's file."""
+    path = os.path.abspath(path)
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def check_plain(obj, where='checkpoint'):
+    """Raise TypeError unless obj holds only tensors and plain Python types (what weights_only=True can load)."""
+    if type(obj) in (torch.Tensor, str, bool, int, float, type(None)):  # exact types: no numpy scalar, no Parameter
+        return
+    if type(obj) in (dict, OrderedDict, list, tuple):  # OrderedDict: what state_dict() returns
+        for k, v in (obj.items() if isinstance(obj, dict) else enumerate(obj)):
+            if isinstance(obj, dict):
+                check_plain(k, f"{where} key")
+            check_plain(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}: checkpoints hold only tensors and "
+                    f"plain Python types (convert it, e.g. float(x) or vars(args))")
+
+
+def save_checkpoint(path, ckpt):
+    """Atomically write a checkpoint (see atomic_write): a crash or a full disk never destroys the last good one."""
+    check_plain(ckpt)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+def make_checkpoint(model, cfg, args, family_name, options, tokenizer_name, **extra):
+    """The checkpoint dict (plain types only): model weights and config, family, options, tokenizer, the train.py
+    flags (`args`: an argparse Namespace or a dict) and whatever `extra` train.py adds (step, optimizer, rng, ...)."""
+    args = dict(vars(args) if not isinstance(args, dict) else args)
+    ckpt = dict(nanodllm_checkpoint=VERSION, model=model.state_dict(), model_config=asdict(cfg), family=family_name,
+                options=dict(options), tokenizer=tokenizer_name, args=args, **extra)
+    check_plain(ckpt)
+    return ckpt
+
+
+# -----------------------------------------------------------------------------
+# reading and checking
+
+def _expect(ok, path, what):
+    if not ok:
+        raise CheckpointError(f"{path} is not a valid nanodllm checkpoint: {what}; it is corrupt or was edited: "
+                              f"use another checkpoint or retrain")
+
+
+def _check_options(path, family_name, options):
+    from .common import FAMILIES  # here, not at the top: common imports this module
+    _expect(family_name in FAMILIES, path, f"unknown family {family_name!r}")
+    expected = FAMILIES[family_name].OPTIONS
+    _expect(isinstance(options, dict) and set(options) == set(expected), path,
+            f"{family_name} options {options!r} do not have the keys {sorted(expected)}")
+    for k, v in options.items():
+        if k == 'loss_type':
+            _expect(v in ('low_var', 'elbo'), path, f"loss_type {v!r} is not 'low_var' or 'elbo'")
+        else:  # alpha0, batch_split: fractions
+            _expect(type(v) in (int, float) and 0 <= v <= 1, path, f"{k} = {v!r} is not a number in [0, 1]")
+
+
+def read_checkpoint(path):
+    """Load a checkpoint on the CPU with weights_only=True and check it -> the checkpoint dict.
+
+    Checks: a regular file; only tensors and plain types (a crafted pickle is refused before any code runs); the
+    version; family and options (keys and values); tokenizer; model config; finite float weights (so a diverged or
+    edited checkpoint is an error, not NaN samples or the wrong sampler). load_weights then checks the shapes.
+    Raises CheckpointError with a one-line message."""
+    from . import data  # the tokenizer's vocabulary size must fit the model's
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}: train one with `python train.py --out-dir DIR` and pass "
+                              f"DIR/ckpt.pt")
+    try:  # TorchVersion (a str subclass) is allowed: checkpoints written before this check stored torch.__version__
+        with torch.serialization.safe_globals([TorchVersion]):
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met a global it does not allow: code
+        if 'global' in str(e).lower():
+            raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                                  f"types, so it was not written by nanodllm's train.py (or was tampered with); "
+                                  f"nanodllm loads checkpoints with weights_only=True and never runs code from a "
+                                  f"file") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({' '.join(str(e).split())[:200]}): it may be "
+                              f"truncated; use another checkpoint or retrain") from None
+    except Exception as e:  # truncated zip, not a torch file, ...
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]}): it may be truncated; use another checkpoint or "
+                              f"retrain") from None
+    if not isinstance(ckpt, dict) or ckpt.get('nanodllm_checkpoint') not in (1, VERSION):
+        raise CheckpointError(f"{path} is not a nanodllm checkpoint (written by train.py)")
+    for key, kind in (('family', str), ('options', dict), ('tokenizer', str), ('model_config', dict),
+                      ('model', dict), ('args', dict)):
+        _expect(isinstance(ckpt.get(key), kind), path, f"'{key}' is missing or not a {kind.__name__}")
+    _check_options(path, ckpt['family'], ckpt['options'])
+    _expect(ckpt['tokenizer'] in data.TOKENIZERS, path, f"unknown tokenizer {ckpt['tokenizer']!r}")
+    mc = ckpt['model_config']
+    names = {f.name for f in fields(ModelConfig)}
+    _expect(set(mc) == names and all(type(v) is int and v > 0 for v in mc.values()), path,
+            f"model_config {mc} must have the positive integer fields {sorted(names)}")
+    _expect(mc['n_embd'] % mc['n_head'] == 0 and (mc['n_embd'] // mc['n_head']) % 2 == 0, path,
+            f"n_embd {mc['n_embd']} does not split into {mc['n_head']} heads of an even width")
+    n_vocab = data.get_tokenizer(ckpt['tokenizer']).n_vocab
+    _expect(mc['vocab_size'] == n_vocab + 1, path, f"vocab_size {mc['vocab_size']} does not fit the "
+            f"{ckpt['tokenizer']} tokenizer ({n_vocab} ids + 1 mask id)")
+    step = ckpt.get('step', 0)
+    _expect(type(step) is int and step >= 0, path, f"step {step!r} is not an integer >= 0")
+    for k, v in ckpt['model'].items():
+        _expect(isinstance(v, torch.Tensor) and v.is_floating_point(), path, f"weight {k} is not a float tensor")
+        if not torch.isfinite(v).all():
+            raise CheckpointError(f"{path} has non-finite weights ({k} holds NaN or inf): the run diverged before "
+                                  f"it was saved, or the file was edited; use an earlier checkpoint or retrain")
+    return ckpt
+
+
+def load_weights(model, ckpt, path):
+    """model.load_state_dict(ckpt['model']): every weight present, none extra, every shape right; else one line."""
+    try:
+        model.load_state_dict(ckpt['model'])
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise CheckpointError(f"the weights in {path} do not fit its model_config {ckpt['model_config']} "
+                              f"({' '.join(lines[1:3])[:300]}): the checkpoint is corrupt or was edited") from None
+
+
+def load_checkpoint(path, device='cpu'):
+    """Load and check a checkpoint written by train.py -> (model in eval mode on `device`, checkpoint dict).
+    Raises CheckpointError (a ValueError) with a one-line message; see read_checkpoint for what is checked."""
+    ckpt = read_checkpoint(path)
+    model = Model(ModelConfig(**ckpt['model_config']))
+    load_weights(model, ckpt, path)
+    return model.to(device).eval(), ckpt
+
+
+# -----------------------------------------------------------------------------
+# exact resume: RNG streams, data position, consistency with the flags
+
+def rng_state(device):
+    """This process's generator states: the CPU one and, on a GPU, the current device's."""
+    device = torch.device(device)
+    return dict(cpu=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None)
+
+
+def all_rng_states(device, ddp=False):
+    """[rank 0's rng_state, rank 1's, ...] on every rank (a collective under DDP: every rank must call it)."""
+    state = rng_state(device)
+    if not ddp:
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state['cpu'])
+    if torch.device(device).type == 'cuda' and state.get('cuda') is not None:
+        torch.cuda.set_rng_state(state['cuda'], torch.device(device))
+
+
+def resume(path, model, optimizer, scaler, loader, expected, hyper=None):
+    """Restore a run from `path` into the freshly built model, optimizer, GradScaler and loader -> (ckpt, note).
+
+    expected: the values this run was started with that must match the checkpoint (family, options, size,
+    seq_len, tokenizer, data, seed, batch_size = global sequences per step, model_config, data_sha256); a mismatch
+    is a CheckpointError naming the flag. The micro-batch size and the process count may change (the data position
+    is converted; `restore_rng` then puts back the random streams). hyper: the optimizer
+    settings of this run (betas, weight_decay), applied over the saved ones so that changed flags take effect."""
+    ckpt = read_checkpoint(path)
+    saved = dict(ckpt['args'], family=ckpt['family'], tokenizer=ckpt['tokenizer'], options=ckpt['options'],
+                 model_config=ckpt['model_config'],
+                 batch_size=ckpt.get('layout', {}).get('batch_size'), data_sha256=ckpt.get('data_sha256'))
+    for k, v in expected.items():
+        if k in ('batch_size', 'data_sha256') and (v is None or saved[k] is None):
+            continue  # not recorded (older checkpoint, or a data cache without a hash): checked below or trusted
+        if saved.get(k) != v:
+            flag = {'options': 'family options (--loss/--alpha0/--batch-split)', 'model_config': 'model (--size, '
+                    '--seq-len, --tokenizer)', 'data_sha256': 'the corpus behind --data (its content changed)',
+                    'batch_size': '--batch-size (global sequences per step)'}.get(k, '--' + k.replace('_', '-'))
+            raise CheckpointError(f"--resume: {flag} is {v!r} here but {saved.get(k)!r} in {path}: pass the same "
+                                  f"value (only --micro-batch-size, the process count, --max-steps/--flops, the "
+                                  f"learning rate and the logging flags may change)")
+    if ckpt['nanodllm_checkpoint'] < VERSION or not all(k in ckpt for k in ('optimizer', 'loader', 'rng', 'layout')):
+        raise CheckpointError(f"{path} was written by an older nanodllm (no RNG state / data position): it can be "
+                              f"sampled from but not resumed; start a new run with --overwrite")
+    load_weights(model, ckpt, path)
+    try:
+        optimizer.load_state_dict(ckpt['optimizer'])
+        if scaler is not None and ckpt.get('scaler'):
+            scaler.load_state_dict(ckpt['scaler'])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the optimizer state does not fit this model ({e}); the checkpoint is "
+                              f"corrupt or was edited") from None
+    for group in optimizer.param_groups:
+        group.update(hyper or {})
+    # the data position, in sequences of the current epoch, converted to this run's micro-batch x processes
+    state, old, new = dict(ckpt['loader']), ckpt['loader']['global_batch'], loader.state_dict()['global_batch']
+    if state['step'] * old % new:
+        raise CheckpointError(f"--resume: the checkpoint stopped after {state['step'] * old} sequences of its epoch, "
+                              f"not a multiple of --micro-batch-size x processes = {new}: use the micro-batch size "
+                              f"{ckpt['layout']['micro_batch_size']} of the checkpoint")
+    state.update(step=state['step'] * old // new, global_batch=new)
+    loader.load_state_dict(state)
+    note = ''
+    if old != new:
+        note = ("; the micro-batch size or the process count changed, so the masks are drawn in another order "
+                "(statistically the same run, not bitwise)")
+    return ckpt, note
+
+
+def restore_rng(ckpt, seed, device, rank=0, world=1):
+    """Put back this rank's random streams from a checkpoint (call it last, right before the loop, so that nothing
+    in the set-up shifts them) -> a note for the log, empty if the streams continue exactly. With another process
+    count the streams restart from a seed derived from (seed, step, rank)."""
+    if len(ckpt['rng']) == world:
+        set_rng_state(ckpt['rng'][rank], device)   # each rank continues its own stream
+        return ''
+    torch.manual_seed(seed * 1_000_003 + 7919 * ckpt['step'] + rank)
+    return (f"the process count changed ({len(ckpt['rng'])} -> {world}), so the random streams (masks, noise) "
+            f"restart from a new seed: the continuation is statistically, not bitwise, the same run")
