@@ -25,7 +25,7 @@ from nanodllm import checkpoint, cli, data, flops, rundir
 from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, free_memory, get_family,
                              init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
-from nanodllm.evaluate import batch_rows, eval_set_size, validation_loss
+from nanodllm.validation import batch_rows, eval_set_size, validation_loss
 from nanodllm.model import Model
 
 # -----------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def get_lr(step):
 
 
 def evaluate():
-    """Validation loss on the first --eval-sequences sequences, each with its own noise (nanodllm/evaluate.py)."""
+    """Validation loss on the first --eval-sequences sequences, each with its own noise (nanodllm/validation.py)."""
     return validation_loss(raw_model, family, options, val_path, n_eval, micro, args.seq_len, rank, world, ddp,
                            device, autocast)
 

@@ -15,7 +15,7 @@ ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
 # any other exception prints its traceback and exits 1; stdout and stderr go to files; one JSON line comes back.
 _DRIVER = r"""
 import json, os, runpy, signal, sys, tempfile, traceback
-import torch, torch._dynamo, nanodllm.common, nanodllm.data, nanodllm.checkpoint, nanodllm.evaluate, nanodllm.rundir
+import torch, torch._dynamo, nanodllm.common, nanodllm.data, nanodllm.checkpoint, nanodllm.validation, nanodllm.rundir
 for line in sys.stdin:
     job = json.loads(line)
     out, err = tempfile.mkstemp()[1], tempfile.mkstemp()[1]

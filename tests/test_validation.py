@@ -1,7 +1,7 @@
-"""Validation on a fixed set of sequences (nanodllm/evaluate.py): the same number whatever the micro-batch size and
+"""Validation on a fixed set of sequences (nanodllm/validation.py): the same number whatever the micro-batch size and
 the number of processes, the same at every call, and invisible to the training random stream.
 
-    python -m pytest -q tests/test_evaluate.py      # a few seconds
+    python -m pytest -q tests/test_validation.py      # a few seconds
 """
 import os
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import make_model
-from nanodllm import ar, data, duo, eso, evaluate, mdlm
+from nanodllm import ar, data, duo, eso, mdlm, validation
 from scripts import make_corpus
 
 CASES = [(ar, {}), (mdlm, {'loss_type': 'low_var'}), (duo, {}),
@@ -28,16 +28,16 @@ def val_path(tmp_path_factory):
 def test_the_validation_loss_does_not_depend_on_micro_batch_or_processes(val_path, family, options):
     model, N, L = make_model(vocab_size=257, seq_len=32), 7, 32
     rng = torch.get_rng_state()
-    one = evaluate.validation_sums(model, family, options, val_path, N, micro=8, seq_len=L)
+    one = validation.validation_sums(model, family, options, val_path, N, micro=8, seq_len=L)
     assert torch.equal(torch.get_rng_state(), rng)                         # training's stream is untouched
-    assert one[1] > 0 and torch.equal(evaluate.validation_sums(model, family, options, val_path, N, 8, L), one)
+    assert one[1] > 0 and torch.equal(validation.validation_sums(model, family, options, val_path, N, 8, L), one)
     for micro in (1, 3):
-        torch.testing.assert_close(evaluate.validation_sums(model, family, options, val_path, N, micro, L), one,
+        torch.testing.assert_close(validation.validation_sums(model, family, options, val_path, N, micro, L), one,
                                    rtol=1e-5, atol=0)
     for micro, world in ((1, 2), (2, 2), (1, 3)):                          # ranks summed as the all-reduce does
-        ranks = sum(evaluate.validation_sums(model, family, options, val_path, N, micro, L, rank=r, world=world)
+        ranks = sum(validation.validation_sums(model, family, options, val_path, N, micro, L, rank=r, world=world)
                     for r in range(world))
         torch.testing.assert_close(ranks, one, rtol=1e-5, atol=0)
-    more = evaluate.validation_sums(model, family, options, val_path, N + 1, 8, L)
+    more = validation.validation_sums(model, family, options, val_path, N + 1, 8, L)
     assert more[1] > one[1]                                                # the set is really N sequences
 
