@@ -41,7 +41,9 @@ p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso:
 p.add_argument('--batch-split', type=cli.number(ge=0, le=1), default=None,
                help='eso: fraction of each batch on the diffusion loss, the rest on the sequential loss')
 # data
-p.add_argument('--data', default='shakespeare', help="'shakespeare' (bundled), a .txt file or a folder of .txt files")
+p.add_argument('--data', default='shakespeare',
+               help="'shakespeare' (bundled), a .txt / .jsonl / .jsonl.gz file, a folder of them, or hf:NAME[:CONFIG]")
+p.add_argument('--text-field', default='text', help='the text field of .jsonl records and hf: datasets')
 p.add_argument('--tokenizer', choices=data.TOKENIZERS, default='byte', help='byte (256 ids) | gpt2 (50257 ids)')
 p.add_argument('--seq-len', type=cli.integer(min=1), default=256, help='context length L in tokens (AR: >= 2)')
 p.add_argument('--batch-size', type=cli.batch_size, default='16',
@@ -134,12 +136,12 @@ ckpt_path = run.ckpt_path
 # -----------------------------------------------------------------------------
 # data: data.prepare raises a one-line ValueError for every problem with --data
 try:  # rank 0 tokenizes once ...
-    meta = data.prepare(args.data, args.tokenizer) if master else None
+    meta = data.prepare(args.data, args.tokenizer, text_field=args.text_field) if master else None
 except (ValueError, OSError) as e:
     problem = e
 p.fail_together(problem, ddp, device)  # (under DDP also the barrier: the other ranks wait for rank 0's files)
 try:
-    meta = meta or data.prepare(args.data, args.tokenizer)  # ... and the others read what it wrote
+    meta = meta or data.prepare(args.data, args.tokenizer, text_field=args.text_field)  # ... the others read it
     tokenizer = data.get_tokenizer(args.tokenizer)
     train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
                                seed=args.seed, device=device)
