@@ -177,7 +177,7 @@ def timed_sample(family, model, n, length, batch_size, steps=None, prompt=None, 
 
     seconds covers the sampler calls only: a short untimed warm-up call at the full batch size comes first (CUDA
     context, kernels, thread pools), and the device is synchronized around each timed call. The samples come from
-    one generator seeded with `seed`, so they do not depend on batch_size's timing, only on its split.
+    one generator seeded with `seed` (the warm-up has its own), so timing never changes them.
     """
     device = next(model.parameters()).device
     P = 0 if prompt is None else len(prompt)
@@ -223,12 +223,11 @@ def reference(judge, data_name, tokenizer_name, n, length, seed=0, batch_size=8)
                 data=data_name, tokenizer=tokenizer_name, n=n, length=length)
 
 
-def sampler_kwargs(family_name, ckpt, alpha0=None, noise_removal=None, use_cache=None):
-    """Keyword arguments for the family's sampler: Eso-LM samples at its trained alpha0 unless alpha0 is given."""
-    kwargs = dict(noise_removal=noise_removal, use_cache=use_cache)
-    if family_name == 'eso':
-        kwargs['alpha0'] = ckpt['options'].get('alpha0', 1.0) if alpha0 is None else alpha0
-    return {k: v for k, v in kwargs.items() if v is not None}
+def sampler_kwargs(ckpt, alpha0=None):
+    """Family-specific sampler keywords: Eso-LM samples at the trained alpha0 unless alpha0 is given (spec §4.5)."""
+    if ckpt['family'] != 'eso':
+        return {}
+    return dict(alpha0=ckpt['options'].get('alpha0', 1.0) if alpha0 is None else alpha0)
 
 
 def evaluate_setting(model, ckpt, judge, num_samples, length, steps=None, batch_size=None, temperature=1.0, top_p=1.0,
@@ -337,7 +336,7 @@ def run_pareto(ckpts, judge, steps_list, alpha0s=(None,), temperatures=(1.0,), t
         log(f"--- {label}: {path} | {ckpt['family']} {ckpt['options']} | val {ckpt.get('val_loss', float('nan')):.4f}")
         log('| setting ' + ROW_HEADER.replace('\n|', '\n|---|', 1))
         for s in pareto_settings(ckpt['family'], steps_list, alpha0s, temperatures, top_ps):
-            kwargs = sampler_kwargs(ckpt['family'], ckpt, s['alpha0'])
+            kwargs = sampler_kwargs(ckpt, s['alpha0'])
             row = evaluate_setting(model, ckpt, judge, num_samples, length, s['steps'], batch_size, s['temperature'],
                                    s['top_p'], seed, **kwargs)
             row.update(label=label, ckpt=path, options=ckpt['options'], val_loss=ckpt.get('val_loss'))
@@ -445,11 +444,14 @@ def parse_list(text, kind=int, flag='--steps'):
 
 
 def parse_ckpts(text):
-    """'a.pt,label=b.pt' -> [(label, path)]; default label: the checkpoint's folder name."""
+    """'a/ckpt.pt,eso=runs/eso-alpha0=1/ckpt.pt' -> [(label, path)]: 'label=' is a prefix without '/'; the default
+    label is the checkpoint's folder name."""
     out = []
-    for item in (v for v in text.split(',') if v.strip()):
-        label, _, path = item.rpartition('=')
-        out.append((label or os.path.basename(os.path.dirname(os.path.abspath(path))), path))
+    for item in (v.strip() for v in text.split(',') if v.strip()):
+        label, sep, path = item.partition('=')
+        if not sep or '/' in label or os.sep in label or os.path.exists(item):
+            label, path = os.path.basename(os.path.dirname(os.path.abspath(item))), item
+        out.append((label, path))
     return out
 
 

@@ -16,7 +16,7 @@ import torch
 from helpers import make_model
 from nanodllm import ar, data, evaluate, mdlm
 from nanodllm.common import FAMILIES, load_checkpoint, make_checkpoint, save_checkpoint
-from nanodllm.config import ModelConfig, get_config
+from nanodllm.config import get_config
 from nanodllm.model import Model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,6 +152,36 @@ def test_hf_judge_adapter_matches_the_ar_judge_on_the_same_model(tmp_path):
     assert abs(evaluate.gen_ppl(hf_judge, TEXTS) - evaluate.gen_ppl(ar_judge, TEXTS)) < 1e-6
 
 
+def test_a_real_hugging_face_judge_matches_its_brute_force_nll(tmp_path):
+    """Only with the `judge` extra installed: a tiny random GPT-2 with a byte-level tokenizer, saved and loaded back
+    through hf:<folder>, scores exactly as one forward per token does."""
+    transformers = pytest.importorskip('transformers')
+    tokenizers = pytest.importorskip('tokenizers')
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]  # GPT-2's bytes -> unicode map
+    chars = {b: chr(b) if b in printable else chr(256 + sum(c not in printable for c in range(b))) for b in range(256)}
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=chars[10])
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=256, n_positions=16, n_embd=32,
+                                                                 n_layer=2, n_head=2)).eval()
+    model.save_pretrained(tmp_path / 'hf')
+    tok.save_pretrained(tmp_path / 'hf')
+    judge = evaluate.load_judge(f"hf:{tmp_path / 'hf'}")
+    assert judge.context == 16 and judge.bos == 10 and judge.encode('é\n') == [195, 169, 10]
+    total, n = 0.0, 0
+    for text in TEXTS:
+        ids = list(text.encode())
+        for i in range(len(ids)):
+            with torch.no_grad():
+                logits = model(torch.tensor([[10] + ids[i - i % 15:i]])).logits[0, -1]
+            total -= logits.double().log_softmax(-1)[ids[i]].item()
+            n += 1
+    nll_sum, n_tokens = evaluate.judge_nll(judge, TEXTS, batch_size=3)
+    assert n_tokens == n and abs(nll_sum - total) < 1e-3
+
+
 def test_missing_transformers_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'transformers', None)  # import transformers -> ImportError
     with pytest.raises(ValueError, match=r'pip install -e "\.\[judge\]"'):
@@ -199,6 +229,8 @@ def test_pareto_settings_and_frontier():
             dict(label='a', tok_s=20, gen_ppl=60),   # a tie is not domination
             dict(label='b', tok_s=5, gen_ppl=80)]    # another label: its own frontier
     assert evaluate.pareto_frontier(rows) == [True, True, False, True, True]
+    assert evaluate.parse_ckpts('runs/ar/ckpt.pt, eso=runs/eso-alpha0=1/ckpt.pt,runs/eso-alpha0=1/ckpt.pt') == [
+        ('ar', 'runs/ar/ckpt.pt'), ('eso', 'runs/eso-alpha0=1/ckpt.pt'), ('eso-alpha0=1', 'runs/eso-alpha0=1/ckpt.pt')]
 
 
 @pytest.fixture(scope='module')
