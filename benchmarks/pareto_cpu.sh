@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The speed-quality Pareto frontier on CPU (issue 13, paper §1.5), in three steps:
 #   1) a judge: an AR model bigger than the judged ones (size tiny, 2.7M non-embedding parameters vs micro's 1.3M),
-#      trained on the same Shakespeare with another seed;
+#      trained on the same Shakespeare (same train/val split) with another seed;
 #   2) the four families at one FLOP budget (benchmarks/compare_families.py, the runs of benchmarks/README.md §1;
 #      existing runs in $RUNS/families are reused, so pointing FAMILIES at runs/compare skips this step);
 #   3) every family's checkpoint sampled over steps (and Eso-LM's sampling-time alpha0), judged, and the frontier

@@ -5,7 +5,8 @@ throughput, and the speed-quality Pareto frontier. Owns every sample-quality num
   optional extra `pip install -e ".[judge]"`), chosen by `load_judge('path/ckpt.pt' | 'hf:NAME')`. A judge only
   encodes text and returns logits; re-tokenization, windows and pooling are written once, in `judge_nll`.
 - `gen_ppl(judge, texts)`: decode the samples to text, re-tokenize with the judge's tokenizer, score each text in
-  windows of the judge's context, exp of the NLL pooled over all scored tokens of all samples (spec §7.2).
+  windows of the judge's context (`judge_windows`), exp of the NLL pooled over all scored tokens of all samples
+  (spec §7.2).
 - `unigram_entropy(x)`: entropy of each sample's token histogram in nats, averaged over samples (spec §7.3).
 - `timed_sample`: tokens/s and NFE of the sampler alone (warm-up excluded, GPU synchronized, judge excluded; §7.4).
 - `reference`: the judge on real held-out text and on the same tokens shuffled, the scale every evaluation prints.
@@ -17,9 +18,13 @@ throughput, and the speed-quality Pareto frontier. Owns every sample-quality num
         --judge runs/judge/ckpt.pt --steps 16,32,64,128,256 --alpha0 1,0.5 --num-samples 32 --out-dir runs/pareto
 
 Deviations from the paper's protocol (spec §7.2, §7.4), all deliberate:
-- Every window starts with the judge's BOS and ALL its tokens are scored: the first token of a window is predicted
-  from BOS alone (the paper's Llama judge does the same through its <s>; a judge without a BOS leaves the first token
-  of each window unscored). Windows do not overlap; the paper's samples fit one window, ours usually do too.
+- A text is scored in one window of the judge's context when it fits, as in the paper: [BOS] + its tokens, every
+  token scored, the first one from BOS alone (the paper's Llama judge does the same through its <s>; a judge
+  without a BOS leaves the first token unscored). A longer text continues in windows that slide by half a context
+  and score only their new tokens, so no token is scored from BOS alone past the first; the paper cuts
+  non-overlapping chunks. (A nanodllm AR judge trained at L = 256 takes 255 tokens after BOS, so a 256-token
+  diffusion sample needs a second window for its last token: non-overlapping chunks would score that one token
+  from BOS alone, a bias against the diffusion families that AR's 255-token samples escape.)
 - The re-tokenized text is scored in full; the paper truncates it at the sampler's length L in judge tokens.
 - Throughput counts the generated tokens only (AR: L - 1 after its BOS; prompts are not counted) and times the
   sampler alone; the paper's gen_ppl.sh timing includes the Llama scoring.
@@ -108,37 +113,48 @@ def load_judge(spec, device='cpu'):
     return HFJudge(spec[3:], device) if spec.startswith('hf:') else ARJudge(spec, device)
 
 
-def judge_windows(ids, context, bos):
-    """Cut one text's judge ids into non-overlapping windows (lists of ids); position 0 of a window is never scored.
+def judge_windows(ids, context, bos, stride=None):
+    """Cut one text's judge ids into windows -> list of (window ids, n_scored): the last n_scored ids of a window are
+    scored, each from the ids before it in the window.
 
-    With a BOS: each window is [bos] + up to context - 1 ids, so every id is scored (the first one from BOS alone).
-    Without: windows of up to context ids; the first id of each is unscored (nothing to condition it on).
+    The first window is [bos] + ids[:context - 1], all scored (the first id from BOS alone); without a BOS it is
+    ids[:context] and its first id is never scored. Later windows slide by `stride` new ids (default context // 2):
+    each is the `context` ids ending at its last new id, so every later id is scored with at least
+    context - stride ids before it. A text that fits the first window (the usual case) is scored in one window.
     """
-    if bos is None:
-        return [ids[i:i + context] for i in range(0, len(ids), context) if len(ids[i:i + context]) > 1]
-    return [[bos] + ids[i:i + context - 1] for i in range(0, len(ids), context - 1)]
+    stride = stride or max(1, context // 2)
+    prefix = [] if bos is None else [bos]
+    first = prefix + ids[:context - len(prefix)]
+    windows = [(first, len(first) - 1)] if len(first) > 1 else []
+    done = len(first) - len(prefix)                                            # ids scored or skipped so far
+    while done < len(ids):
+        end = min(done + stride, len(ids))
+        windows.append((ids[end - context:end], end - done))
+        done = end
+    return windows
 
 
 @torch.no_grad()
-def judge_nll(judge, texts, batch_size=8):
+def judge_nll(judge, texts, batch_size=8, stride=None):
     """Re-tokenize texts with the judge and score them -> (nll_sum, n_tokens) over all scored tokens, float64.
 
     Windows of all texts are batched (right-padded; logits[:, :-1] predict inputs[:, 1:], spec §7.2 step 4).
     """
-    windows = [w for text in texts for w in judge_windows(judge.encode(text), judge.context, judge.bos)]
+    windows = [w for text in texts for w in judge_windows(judge.encode(text), judge.context, judge.bos, stride)]
     device = next(judge.model.parameters()).device
     nll_sum, n_tokens = 0.0, 0
     for b in range(0, len(windows), batch_size):
         chunk = windows[b:b + batch_size]
-        T = max(len(w) for w in chunk)
+        T = max(len(w) for w, _ in chunk)
         x = torch.zeros(len(chunk), T, dtype=torch.long, device=device)       # (B, T) right-padded with id 0
         valid = torch.zeros(len(chunk), T, dtype=torch.bool, device=device)
-        for i, w in enumerate(chunk):
+        scored = torch.zeros(len(chunk), T - 1, dtype=torch.bool, device=device)  # target x[:, j + 1] is scored
+        for i, (w, k) in enumerate(chunk):
             x[i, :len(w)] = torch.tensor(w, device=device)
             valid[i, :len(w)] = True
+            scored[i, len(w) - 1 - k:len(w) - 1] = True                        # the last k ids of the window
         logits = judge.logits(x, valid)[:, :-1]                                # (B, T-1, V) predict x[:, 1:]
         nll = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction='none')  # (B, T-1)
-        scored = valid[:, 1:]
         nll_sum += nll[scored].double().sum().item()
         n_tokens += int(scored.sum())
     return nll_sum, n_tokens

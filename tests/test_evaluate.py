@@ -36,45 +36,50 @@ def random_model(seq_len=16, seed=0):
     return make_model(vocab_size=257, n_layer=2, n_head=2, n_embd=32, seq_len=seq_len, seed=seed)
 
 
-def brute_force_nll(model, ids, context, bos):
-    """-log p of every scored token, one forward per token on exactly the context the windows give it."""
+def brute_force_nll(next_logits, ids, context, bos, stride):
+    """-log p of every scored token, one forward per token on the context its window gives it: [bos] + all ids before
+    it while they fit the first window; afterwards the ids before it inside the `context` ids that end where the
+    window scoring it ends (windows end every `stride` ids). next_logits(list of ids) -> logits (V,) of the next."""
+    prefix = [] if bos is None else [bos]
+    first = context - len(prefix)                          # ids covered by the first window
     nll, n = 0.0, 0
-    width = context - 1 if bos is not None else context
     for i in range(len(ids)):
-        start = i - i % width                                  # the window this token falls in
-        prefix = ([bos] if bos is not None else []) + ids[start:i]
-        if not prefix:                                         # no BOS: the first token of a window is not scored
-            continue
+        if i < first:
+            ctx = prefix + ids[:i]
+            if not ctx:                                    # no BOS: the very first token is not scored
+                continue
+        else:
+            end = first
+            while end <= i:                                # later windows end every `stride` ids
+                end = min(end + stride, len(ids))
+            ctx = ids[max(0, end - context):i]
         with torch.no_grad():
-            logp = model(torch.tensor([prefix]), attn='causal')[0, -1].double().log_softmax(-1)
-        nll -= logp[ids[i]].item()
+            nll -= next_logits(ctx).double().log_softmax(-1)[ids[i]].item()
         n += 1
     return nll, n
 
 
-@pytest.mark.parametrize('bos', ['tokenizer', None])
-def test_gen_ppl_is_exp_of_the_brute_force_judge_nll_over_windows(tmp_path, bos):
-    """Texts longer than the judge's context (16) are cut into windows; batching, padding and pooling must give
-    exactly the per-token NLL, pooled over all tokens of all texts (not a mean of per-text perplexities)."""
+@pytest.mark.parametrize('bos,stride', [('tokenizer', None), ('tokenizer', 3), (None, None), (None, 15)])
+def test_gen_ppl_is_exp_of_the_brute_force_judge_nll_over_windows(tmp_path, bos, stride):
+    """Texts longer than the judge's context (16) continue in sliding windows; batching, padding and pooling must
+    give exactly the per-token NLL, pooled over all tokens of all texts (not a mean of per-text perplexities)."""
     judge = evaluate.load_judge(save(tmp_path / 'judge.pt', random_model(seq_len=16)))
     if bos is None:
         judge.bos = None
-    model, tok = judge.model, data.get_tokenizer('byte')
-    total, n = 0.0, 0
-    for text in TEXTS:
-        a, b = brute_force_nll(model, tok.encode(text), 16, judge.bos)
-        total, n = total + a, n + b
-    n_expected = sum(len(t.encode()) for t in TEXTS)
-    if bos is None:  # one unscored token per window
-        n_expected -= sum(math.ceil(len(t.encode()) / 16) for t in TEXTS)
-    assert n == n_expected
-    nll_sum, n_tokens = evaluate.judge_nll(judge, TEXTS, batch_size=3)  # 3: windows of different texts share batches
+    tok = data.get_tokenizer('byte')
+
+    def next_logits(ctx):
+        return judge.model(torch.tensor([ctx]), attn='causal')[0, -1]
+    results = [brute_force_nll(next_logits, tok.encode(t), 16, judge.bos, stride or 8) for t in TEXTS]
+    total, n = sum(a for a, _ in results), sum(b for _, b in results)
+    assert n == sum(len(t.encode()) - (bos is None and len(t) > 0) for t in TEXTS)  # every token once
+    nll_sum, n_tokens = evaluate.judge_nll(judge, TEXTS, batch_size=3, stride=stride)  # 3: texts share batches
     assert n_tokens == n
     assert abs(nll_sum - total) < 1e-3
-    assert abs(evaluate.gen_ppl(judge, TEXTS) - math.exp(total / n)) < 1e-4 * math.exp(total / n)
-    per_text = [math.exp(a / b) for a, b in (brute_force_nll(model, tok.encode(t), 16, judge.bos) for t in TEXTS)
-                if b]
-    assert abs(evaluate.gen_ppl(judge, TEXTS) - sum(per_text) / len(per_text)) > 1e-3  # pooled, not averaged
+    if stride is None:
+        assert abs(evaluate.gen_ppl(judge, TEXTS) - math.exp(total / n)) < 1e-4 * math.exp(total / n)
+        per_text = [math.exp(a / b) for a, b in results if b]
+        assert abs(evaluate.gen_ppl(judge, TEXTS) - sum(per_text) / len(per_text)) > 1e-3  # pooled, not averaged
 
 
 def test_entropy_closed_forms():
@@ -170,14 +175,9 @@ def test_a_real_hugging_face_judge_matches_its_brute_force_nll(tmp_path):
     tok.save_pretrained(tmp_path / 'hf')
     judge = evaluate.load_judge(f"hf:{tmp_path / 'hf'}")
     assert judge.context == 16 and judge.bos == 10 and judge.encode('é\n') == [195, 169, 10]
-    total, n = 0.0, 0
-    for text in TEXTS:
-        ids = list(text.encode())
-        for i in range(len(ids)):
-            with torch.no_grad():
-                logits = model(torch.tensor([[10] + ids[i - i % 15:i]])).logits[0, -1]
-            total -= logits.double().log_softmax(-1)[ids[i]].item()
-            n += 1
+    results = [brute_force_nll(lambda ctx: model(torch.tensor([ctx])).logits[0, -1], list(t.encode()), 16, 10, 8)
+               for t in TEXTS]
+    total, n = sum(a for a, _ in results), sum(b for _, b in results)
     nll_sum, n_tokens = evaluate.judge_nll(judge, TEXTS, batch_size=3)
     assert n_tokens == n and abs(nll_sum - total) < 1e-3
 
