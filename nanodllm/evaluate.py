@@ -55,8 +55,8 @@ class ARJudge:
                              f"runs/judge` and pass --judge runs/judge/ckpt.pt, or use hf:NAME")
         try:
             self.model, ckpt = load_checkpoint(path, device)
-        except SystemExit as e:  # load_checkpoint's one-line 'error: ...' for a corrupt or foreign file
-            raise ValueError(f"judge: {str(e).removeprefix('error: ')}") from None
+        except ValueError as e:  # load_checkpoint's one-line CheckpointError for a corrupt, unsafe or foreign file
+            raise ValueError(f"judge: {e}") from None
         if ckpt['family'] != 'ar':
             raise ValueError(f"the judge {path} is a {ckpt['family']} checkpoint: a judge must be an AR checkpoint "
                              f"(train.py --family ar) or hf:NAME")
