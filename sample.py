@@ -2,11 +2,14 @@
 
     python sample.py --ckpt out/ckpt.pt
     python sample.py --ckpt out/ckpt.pt --prompt "ROMEO:" --num-samples 3 --steps 64 --show-steps 8
+    python sample.py --ckpt out/ckpt.pt --eval --judge runs/judge/ckpt.pt --num-samples 64 --steps 16,32,64,128
 
 Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is missing, unsafe, corrupt or edited);
 1 the sampler failed (non-finite probabilities, out of memory). Each error is one line on stderr.
 """
 import inspect
+import os
+import sys
 import time
 
 import torch
@@ -20,8 +23,8 @@ p.add_argument('--prompt', default='', help='text the samples start with (kept f
 p.add_argument('--num-samples', type=cli.integer(min=1), default=2)
 p.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per sample, prompt included (0: the '
                'training length)')
-p.add_argument('--steps', type=cli.integer(min=0), default=0, help='diffusion sampling steps (0: one per token); '
-               'ignored by AR')
+p.add_argument('--steps', type=cli.list_of(cli.integer(min=0)), default=[0],
+               help='diffusion sampling steps (0: one per token); ignored by AR; --eval takes a comma-separated list')
 p.add_argument('--temperature', type=cli.number(ge=0), default=1.0,
                help='0: always the most likely token (diffusion families still choose the positions at random)')
 p.add_argument('--top-p', type=cli.number(gt=0, le=1), default=1.0, help='nucleus sampling mass in (0, 1] (1: off)')
@@ -33,7 +36,20 @@ p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso:
 p.add_argument('--no-cache', action='store_true', help='disable the KV / no-change cache (same samples, slower)')
 p.add_argument('--show-steps', type=cli.integer(min=0), default=0, help='print the state every N network calls')
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
+# sample quality (nanodllm/evaluate.py, spec §7.2-7.4)
+p.add_argument('--eval', action='store_true', help='print gen PPL, entropy, NFE and tok/s per --steps value instead '
+               'of samples, and write them to JSON')
+p.add_argument('--judge', default='', help='--eval: the judge LM, an AR checkpoint (e.g. runs/judge/ckpt.pt) or '
+               'hf:NAME (a Hugging Face causal LM; pip install -e ".[judge]")')
+p.add_argument('--batch-size', type=cli.integer(min=0), default=0,
+               help='--eval: samples per sampler call (0: --num-samples)')
+p.add_argument('--eval-json', default='', help='--eval: output file (default: eval.json next to the checkpoint)')
 args = p.parse_args()
+if len(args.steps) > 1 and not args.eval:
+    p.fail("several --steps values need --eval (sample quality per step count); pass one value")
+if args.eval and (args.prompt or not args.judge):
+    p.fail("--eval scores unconditional samples under a judge: drop --prompt and pass --judge (an AR checkpoint "
+           "such as runs/judge/ckpt.pt, or hf:NAME)")
 
 try:  # the checkpoint is loaded with weights_only=True and checked (family, options, shapes, finite weights)
     device = resolve_device(args.device)
@@ -79,6 +95,22 @@ kwargs = {k: v for k, v in wanted.items() if v is not None}
 if 'alpha0' in accepted and 'alpha0' not in kwargs and 'alpha0' in ckpt['options']:
     kwargs['alpha0'] = ckpt['options']['alpha0']  # sample as trained unless --alpha0 says otherwise
 
+if args.eval:  # sample quality instead of printed samples: one row per step count, then JSON (nanodllm/evaluate.py)
+    from nanodllm import evaluate
+    try:
+        judge = evaluate.load_judge(args.judge, device)
+        result = evaluate.evaluate_checkpoint(model, ckpt, judge, args.steps, args.num_samples, length,
+                                              args.batch_size or None, args.temperature, args.top_p, args.seed,
+                                              **kwargs)
+    except ValueError as e:
+        p.fail(e)
+    except FloatingPointError as e:
+        p.fail(e, code=1)
+    out = args.eval_json or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), 'eval.json')
+    evaluate.write_json(out, result)
+    print(f"wrote {out}")
+    sys.exit(0)
+
 calls = 0
 
 
@@ -94,7 +126,7 @@ print(f"{ckpt['family']} {ckpt['options']} | {ckpt['args'].get('size')} | traine
       f"val {val if val is None else round(val, 4)} | {kwargs}")
 t0 = time.time()
 try:
-    x, nfe = family.sample(model, args.num_samples, length, steps=args.steps or None, prompt=prompt,
+    x, nfe = family.sample(model, args.num_samples, length, steps=args.steps[0] or None, prompt=prompt,
                            temperature=args.temperature, top_p=args.top_p,
                            generator=torch.Generator(device).manual_seed(args.seed), callback=show, **kwargs)
 except FloatingPointError as e:  # NaN probabilities: never print them as text

@@ -71,6 +71,14 @@ def number(ge=None, gt=None, le=None, lt=None):
     return parse
 
 
+def list_of(item):
+    """type= for a comma-separated list of values, each parsed by the type `item` (e.g. --steps 16,32,64)."""
+    def parse(text):
+        return [item(part) for part in text.split(',')]
+    parse.__name__ = f'list of {item.__name__}'
+    return parse
+
+
 def one_of(names, what):
     """type= for a name from `names` (a choice list whose error message lists them, e.g. every --size)."""
     def parse(text):
