@@ -89,6 +89,7 @@ def parse_cli(script, argv):
     original = argparse.ArgumentParser.parse_args
 
     def parse_and_stop(self, args=None, namespace=None):
+        self.allow_abbrev = False  # a lesson spells every flag in full: '--temp' must not pass for '--temperature'
         raise _Parsed(original(self, args, namespace))
     err = io.StringIO()
     path = os.path.join(ROOT, script)
@@ -110,21 +111,28 @@ def parse_cli(script, argv):
 
 def try_this_commands(text):
     """The shell commands of the fenced blocks under every 'Try this' heading -> list of token lists."""
-    commands, inside, level = [], False, 0
-    for block in re.split(r'^(#+ .*)$', text, flags=re.M):
-        heading = re.match(r'(#+) (.*)', block)
-        if heading and '\n' not in block:
+    commands, inside, level, fence = [], False, 0, None
+    for line in text.splitlines():
+        if fence is not None:                                   # inside a fenced block
+            if line.strip().startswith('```'):
+                if inside and fence in ('', 'bash', 'sh', 'shell'):
+                    for command in '\n'.join(block).replace('\\\n', ' ').splitlines():
+                        tokens = shlex.split(command, comments=True)
+                        if tokens:
+                            commands.append(tokens)
+                fence = None
+            else:
+                block.append(line)
+            continue
+        if line.strip().startswith('```'):
+            fence, block = line.strip()[3:].strip(), []
+            continue
+        heading = re.match(r'(#+) (.*)', line)
+        if heading:
             if inside and len(heading.group(1)) <= level:
                 inside = False
             if re.search(r'try this', heading.group(2), re.I):
                 inside, level = True, len(heading.group(1))
-            continue
-        if inside:
-            for code in re.findall(r'```(?:bash|sh|shell)?\n(.*?)```', block, flags=re.S):
-                for line in code.replace('\\\n', ' ').splitlines():
-                    tokens = shlex.split(line, comments=True)
-                    if tokens:
-                        commands.append(tokens)
     return commands
 
 
@@ -206,6 +214,7 @@ def test_a_planted_bad_flag_or_family_is_caught():
                       ('python train.py --family mdml', "unknown --family 'mdml'"),
                       ('python tutorials/03_mdlm.py --quick --bogus', 'unrecognized arguments'),
                       ('python sample.py \\\n    --steps 8 --nope', 'unrecognized arguments'),
+                      ('python sample.py --temp 0.7', 'unrecognized arguments'),
                       ('python no_such_script.py', 'no such script'),
                       ('ls -la', 'runs no script')]:
         problems = command_problems(good + f"\n### Try this too\n\n```bash\n{bad}\n```\n")

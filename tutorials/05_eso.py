@@ -50,13 +50,18 @@ def main(argv=None):
     axes[0].legend(fontsize=8)
     alphas = np.linspace(0, 1, 6 if args.quick else 11)
     for T, marker in ((16, 'o'), (64, 's'), (256, '^')):
-        nfe = [np.mean([L_s - sum(c) + len(c) for c in (eso.unmask_schedule(L_s, T, a, g) for _ in range(draws))])
-               for a in alphas]
+        schedules = [[eso.unmask_schedule(L_s, T, a, g) for _ in range(draws)] for a in alphas]
+        nfe = [np.mean([L_s - sum(c) + len(c) for c in runs]) for runs in schedules]
         axes[1].plot(alphas, nfe, marker + '-', ms=4, label=f'NFE, T = {T}')
+        if T == 64:
+            simulated = [np.mean([sum(c) for c in runs]) for runs in schedules]
     n_diff = L_s * (1 - (1 - alphas) / (1 - alphas * noise.EPS))
-    axes[1].plot(alphas, n_diff, 'k:', label='tokens left to diffusion: L(1 - (1-α₀)/(1-α₀ε))')
+    axes[1].plot(alphas, n_diff, 'k:', label='tokens decoded by diffusion: L(1 - (1-α₀)/(1-α₀ε))')
+    axes[1].plot(alphas, simulated, 'kx', label='... the same, counted in the T = 64 schedules')
+    print('tokens decoded by diffusion, formula vs mean of the T = 64 schedules: '
+          + ', '.join(f"α0={a:.1f}: {f:.1f}/{m:.1f}" for a, f, m in zip(alphas, n_diff, simulated)))
     axes[1].set_xlabel('α₀ at sampling time (0 = AR, 1 = masked diffusion)')
-    axes[1].set_ylabel('network calls per sample')
+    axes[1].set_ylabel('network calls (or tokens) per sample')
     axes[1].set_title(f'What α₀ costs: L = {L_s}, mean of {draws} schedules', fontsize=10)
     axes[1].legend(fontsize=8)
     for ax in axes:
@@ -99,13 +104,19 @@ def main(argv=None):
     for ax, alpha0 in zip(axes, (1.0, 0.5)):
         x, when, nfe = decode_order(model, L, alpha0, steps, args.seed)
         im = ax.imshow(when.view(rows, cols).numpy(), cmap='viridis')
+        per_call = torch.bincount(when, minlength=nfe + 1)[1:]                 # tokens decoded by each call
+        tail = 0
+        while alpha0 < 1 and tail < nfe and per_call[nfe - 1 - tail] == 1:    # the one-token calls at the end
+            tail += 1
+        for i in (when > nfe - tail).nonzero().flatten().tolist():
+            ax.add_patch(lu.plt.Rectangle((i % cols - 0.5, i // cols - 0.5), 1, 1, fill=False, ec='red', lw=1.5))
         for i, ch in enumerate(text.cells(x)):
             ax.text(i % cols, i // cols, ch, ha='center', va='center', fontsize=9, family='monospace',
                     color='white' if when[i] < 0.6 * nfe else 'black')
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f'α₀ = {alpha0}: {nfe} network calls (T = {steps}); colour = the call that decoded the position, '
-                     f'read left to right, top to bottom', fontsize=9)
+        ax.set_title(f'α₀ = {alpha0}: {nfe} network calls (T = {steps}); colour = the call that decoded the position'
+                     + (f'; red boxes: the last {tail} calls, one token each' if tail else ''), fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.02)
         print(f"alpha0 = {alpha0}: {nfe} calls: {text.show(x)}")
     lu.savefig(fig, args, '05_decode_order.png')

@@ -23,10 +23,10 @@ NAMES = {'ar': 'AR', 'mdlm': 'MDLM', 'duo': 'Duo', 'eso': 'Eso-LM'}
 
 @torch.no_grad()
 def judge_nll(judge, bos, content):
-    """Mean NLL per token of content (n, C) under the AR judge, each row scored after a BOS token."""
+    """NLL per token of each row of content (n, C) under the AR judge, scored after a BOS token -> (mean, sem)."""
     x = torch.cat([torch.full((content.size(0), 1), bos), content], dim=1)
-    nll, n = ar.loss(judge, x)
-    return nll.item() / n
+    per_row = torch.tensor([ar.loss(judge, row[None])[0].item() / (x.size(1) - 1) for row in x])
+    return per_row.mean().item(), (per_row.std() / len(per_row) ** 0.5).item()
 
 
 def unigram_entropy(content):
@@ -58,7 +58,7 @@ def main(argv=None):
 
     L = min(m.cfg.seq_len for m, _ in models.values())
     C = L - 1                                          # content tokens per sample: AR puts BOS in front of them
-    n = 2 if args.quick else 4
+    n = 2 if args.quick else 16
     step_counts = (2, 4, 8) if args.quick else (8, 32, 256)
     prompt = torch.tensor(text.tokenizer.encode('ROMEO:'))
     bos = text.tokenizer.bos
@@ -78,13 +78,14 @@ def main(argv=None):
                                    callback=lambda s: states.append(s[0].clone()), **kwargs)
             seconds = time.time() - t0
             content = x[:, 1:] if name == 'ar' else x                           # (n, C)
-            results[name, steps] = dict(nfe=nfe, seconds=seconds, nll=judge_nll(judge, bos, content),
+            nll, sem = judge_nll(judge, bos, content)
+            results[name, steps] = dict(nfe=nfe, seconds=seconds, nll=nll, sem=sem,
                                         entropy=unigram_entropy(content), text=text.show(content[0]))
             if steps == step_counts[1] or name == 'ar':
                 trajectories[name] = [s[1:] if name == 'ar' else s for s in states]
             r = results[name, steps]
             print(f"{NAMES[name]:6s} steps {steps:3d}: {r['nfe']:3d} calls, {r['seconds']:.2f}s, judge NLL "
-                  f"{r['nll']:.3f}, entropy {r['entropy']:.2f} | {r['text']}")
+                  f"{r['nll']:.3f} ± {r['sem']:.3f}, entropy {r['entropy']:.2f} | {r['text']}")
 
     # the caches: same samples, fewer or cheaper network calls
     mdlm_model = models['mdlm'][0]
@@ -112,12 +113,12 @@ def main(argv=None):
             r = results[name, steps]
             lines = [r['text'][k:k + width] for k in range(0, len(r['text']), width)]
             head = 'any steps' if name == 'ar' else f'{steps} steps'
-            ax.text(j / 3 + 0.01, 1 - i / 4 - 0.02, f"{head}: {r['nfe']} calls, {r['seconds']:.2f}s, "
+            ax.text(j / 3 + 0.01, 1 - i / 4 - 0.02, f"{head}: {r['nfe']} calls, {r['seconds'] / n:.3f}s per sample, "
                     f"judge NLL {r['nll']:.2f}", fontsize=8, color='gray', va='top', transform=ax.transAxes)
             ax.text(j / 3 + 0.01, 1 - i / 4 - 0.08, '\n'.join(lines), fontsize=9, family='monospace', va='top',
                     transform=ax.transAxes)
     ax.set_title(f"The prompt 'ROMEO:' continued by each family ({n} samples each, the first shown; "
-                 f"⏎ = newline)", fontsize=10)
+                 f"⏎ = newline, ▮ = mask)", fontsize=10)
     lu.savefig(fig, args, '06_steps.png')
 
     # figure 2: quality against time, and network calls against steps
@@ -125,14 +126,14 @@ def main(argv=None):
     for name in FAMILIES:
         rs = [results[name, s] for s in step_counts]
         secs, nlls = [r['seconds'] / n for r in rs], [r['nll'] for r in rs]
-        axes[0].plot(secs, nlls, 'o-', label=NAMES[name])
+        axes[0].errorbar(secs, nlls, yerr=[r['sem'] for r in rs], fmt='o-', capsize=3, label=NAMES[name])
         if name != 'ar':
             for s, x_, y_ in zip(step_counts, secs, nlls):
                 axes[0].annotate(str(s), (x_, y_), textcoords='offset points', xytext=(4, 4), fontsize=7)
         axes[1].plot(step_counts, [r['nfe'] for r in rs], 'o-', label=NAMES[name])
     axes[0].set_xscale('log')
     axes[0].set_xlabel('seconds per sample')
-    axes[0].set_ylabel('NLL under the tiny AR judge (lower is better)')
+    axes[0].set_ylabel(f'NLL under the tiny AR judge, mean ± s.e. of {n} samples')
     axes[0].set_title('Quality against speed (numbers: steps)', fontsize=10)
     axes[1].plot(step_counts, step_counts, 'k:', lw=1, label='calls = steps')
     axes[1].set_xscale('log')
@@ -146,8 +147,8 @@ def main(argv=None):
     lu.savefig(fig, args, '06_speed_quality.png')
 
     # figure 3: the animation, every family at the middle step count, progress matched frame by frame
-    frames = 6 if args.quick else 40
-    fig, ax = lu.plt.subplots(figsize=(7.5, 4.2), dpi=80)
+    frames = 6 if args.quick else 30
+    fig, ax = lu.plt.subplots(figsize=(4.4, 4.2), dpi=80)
     ax.axis('off')
     handles = {}
     for i, name in enumerate(FAMILIES):
@@ -161,7 +162,7 @@ def main(argv=None):
         for name, states in trajectories.items():
             s = text.show(states[round(f / (frames - 1) * (len(states) - 1))], mask_id=models[name][0].cfg.mask_id)
             handles[name].set_text('\n'.join(s[k:k + width] for k in range(0, len(s), width)))
-        title.set_text(f"'ROMEO:' at {step_counts[1]} steps: {100 * f // (frames - 1)}% of each sampler's calls")
+        title.set_text(f"'ROMEO:', {step_counts[1]} steps: {100 * f // (frames - 1)}% of the calls")
         return list(handles.values()) + [title]
 
     path = f"{args.out_dir}/06_denoising.gif"
