@@ -104,10 +104,14 @@ def main(argv=None):
     for ax, alpha0 in zip(axes, (1.0, 0.5)):
         x, when, nfe = decode_order(model, L, alpha0, steps, args.seed)
         im = ax.imshow(when.view(rows, cols).numpy(), cmap='viridis')
-        per_call = torch.bincount(when, minlength=nfe + 1)[1:]                 # tokens decoded by each call
-        tail = 0
-        while alpha0 < 1 and tail < nfe and per_call[nfe - 1 - tail] == 1:    # the one-token calls at the end
-            tail += 1
+        # the sequential tail: the last calls decode one token each, always the leftmost one still masked; walking
+        # back from the last call, stop at the first call that breaks this (a diffusion step)
+        tail, right = 0, L
+        while alpha0 < 1 and tail < nfe:
+            decoded = (when == nfe - tail).nonzero().flatten()
+            if len(decoded) != 1 or decoded.item() >= right:
+                break
+            tail, right = tail + 1, decoded.item()
         for i in (when > nfe - tail).nonzero().flatten().tolist():
             ax.add_patch(lu.plt.Rectangle((i % cols - 0.5, i // cols - 0.5), 1, 1, fill=False, ec='red', lw=1.5))
         for i, ch in enumerate(text.cells(x)):
@@ -116,9 +120,9 @@ def main(argv=None):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f'α₀ = {alpha0}: {nfe} network calls (T = {steps}); colour = the call that decoded the position'
-                     + (f'; red boxes: the last {tail} calls, one token each' if tail else ''), fontsize=9)
+                     + (f'; red: the sequential tail, {tail} calls left to right' if tail else ''), fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.02)
-        print(f"alpha0 = {alpha0}: {nfe} calls: {text.show(x)}")
+        print(f"alpha0 = {alpha0}: {nfe} calls ({tail} in the sequential tail): {text.show(x)}")
     lu.savefig(fig, args, '05_decode_order.png')
 
 

@@ -112,13 +112,13 @@ def main(argv=None):
         for j, steps in enumerate(step_counts):
             r = results[name, steps]
             lines = [r['text'][k:k + width] for k in range(0, len(r['text']), width)]
-            head = 'any steps' if name == 'ar' else f'{steps} steps'
-            ax.text(j / 3 + 0.01, 1 - i / 4 - 0.02, f"{head}: {r['nfe']} calls, {r['seconds'] / n:.3f}s per sample, "
+            head = 'no steps' if name == 'ar' else f'{steps} steps'
+            ax.text(j / 3 + 0.01, 1 - i / 4 - 0.02, f"{head} · {r['nfe']} calls · {1000 * r['seconds'] / n:.0f} ms · "
                     f"judge NLL {r['nll']:.2f}", fontsize=8, color='gray', va='top', transform=ax.transAxes)
             ax.text(j / 3 + 0.01, 1 - i / 4 - 0.08, '\n'.join(lines), fontsize=9, family='monospace', va='top',
                     transform=ax.transAxes)
-    ax.set_title(f"The prompt 'ROMEO:' continued by each family ({n} samples each, the first shown; "
-                 f"⏎ = newline, ▮ = mask)", fontsize=10)
+    ax.set_title(f"The prompt 'ROMEO:' continued by each family ({n} samples each, the first shown; ms: time per "
+                 f"sample; ⏎ = newline)", fontsize=10)
     lu.savefig(fig, args, '06_steps.png')
 
     # figure 2: quality against time, and network calls against steps
