@@ -210,8 +210,8 @@ def test_a_planted_bad_flag_or_family_is_caught():
     good = "## Try this\n\n```bash\npython train.py --family mdlm --max-steps 10  # a comment\n```\n"
     assert command_problems(good) == []
     for bad, what in [('python train.py --family mdlm --no-such-flag 3', 'unrecognized arguments'),
-                      ('python train.py --max-steps ten', 'invalid int value'),
-                      ('python train.py --family mdml', "unknown --family 'mdml'"),
+                      ('python train.py --max-steps ten', 'must be an integer'),
+                      ('python train.py --family mdml', "unknown family 'mdml'"),
                       ('python tutorials/03_mdlm.py --quick --bogus', 'unrecognized arguments'),
                       ('python sample.py \\\n    --steps 8 --nope', 'unrecognized arguments'),
                       ('python sample.py --temp 0.7', 'unrecognized arguments'),
