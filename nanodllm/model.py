@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 
@@ -148,6 +149,9 @@ class Model(nn.Module):
         is_mask = torch.zeros(cfg.vocab_size, dtype=torch.bool)
         is_mask[cfg.mask_id] = True
         self.register_buffer('is_mask', is_mask, persistent=False)
+        # activation checkpointing: keep only each block's input during the forward and recompute the block in the
+        # backward (torch.utils.checkpoint, non-reentrant); set by train.py --activation-checkpointing
+        self.activation_checkpointing = False
         self.init_weights()
 
     @torch.no_grad()
@@ -196,9 +200,13 @@ class Model(nn.Module):
             sigma = torch.zeros(1, device=idx.device)
         c = F.silu(self.sigma_map(sigma))                                            # (B or 1, cond_dim)
 
-        x = self.wte(idx)                                                            # (B, T, d)
+        x = self.wte(idx).float()  # (B, T, d) the residual stream is fp32 (a no-op unless FSDP gathers bf16 weights)
+        recompute = self.activation_checkpointing and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.blocks):
-            x = block(x, c, cos, sin, attn, cache=cache, layer=i, keep=keep)
+            if recompute:  # same values and gradients, a block's activations held only while it is recomputed
+                x = checkpoint(block, x, c, cos, sin, attn, use_reentrant=False)
+            else:
+                x = block(x, c, cos, sin, attn, cache=cache, layer=i, keep=keep)
         shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)                     # (B|1, 1, d) each
         logits = self.head(modulate(self.ln_f(x), shift, scale)).float()             # (B, T, V)
         return logits.masked_fill(self.is_mask, NEG_INF)
