@@ -3,14 +3,15 @@
 
     python -m nanodllm.flops --size 1.7b --seq-len 2048 --micro-batch-size 4 --nproc 8 --fsdp --family eso
 
-`plan(cfg, family, micro_batch_size, ...)` -> bytes per GPU, by kind:
+`plan(cfg, family, micro_batch_size, ...)` -> bytes per GPU at the step's peak, by kind:
 - parameters, gradients, optimizer: exact, counted on a meta-device Model. fp32 weights and gradients, AdamW's
   exp_avg and exp_avg_sq (+ a 4-byte step per tensor). FSDP keeps 1/N of each (dim-0 shards, padded); DDP
-  keeps everything, and its gradients are the all-reduce buckets (`gradient_as_bucket_view`). FSDP with gradient
-  accumulation also keeps unsharded fp32 gradients between the reducing micro-steps.
-- working_weights: under DDP + autocast, the bf16 copies of every Linear weight that autocast makes in the forward
-  and autograd keeps for the backward; under FSDP, the gathered weights of the root and of two blocks (the current
-  and the prefetched one), the root's unsharded gradients and one block's gradient reduce-scatter buffers.
+  keeps everything, and its gradients are the all-reduce buckets (`gradient_as_bucket_view`), there all the time.
+  FSDP with gradient accumulation also keeps unsharded fp32 gradients between the reducing micro-steps. One plain
+  process frees its gradients every step (zero_grad(set_to_none=True)) and allocates them during the backward.
+- working_weights: without FSDP under autocast, the bf16 copies of the Linear weights that autocast makes in the
+  forward and autograd keeps for the backward; under FSDP, the gathered weights of the root and of two blocks (the
+  current and the prefetched one), the root's unsharded gradients and one block's reduce-scatter buffers.
 - activations: what the blocks save for the backward (the `BLOCK_SAVED` ledger below), the rotary tables, the
   final LayerNorm and the head input. With activation checkpointing, only each block's input, plus one block
   recomputed at a time in the backward.
@@ -18,9 +19,10 @@
   tensors of its NELBO) and the V-wide temporaries alive at the step's peak (the logits and their gradients).
   Eso-LM's diffusion loss scores only masked positions: `mask_fraction` (default 1, the micro-batch with t near
   1) sets how many; its sequential part (alpha0 < 1) runs 2L tokens per row with a (2L, 2L) attention mask.
-- total: the sum; it is the peak that torch.cuda.max_memory_allocated reports (eager mode; torch.compile fuses
-  element-wise ops and usually saves less). `fits` adds what the allocator does not count (CUDA context, cuBLAS
-  and NCCL workspaces, fragmentation).
+- total: the sum at the peak of the step, the largest of four candidates (`phase`: the loss in the forward, the
+  start of the backward, a block's backward, the optimizer step); it is what torch.cuda.max_memory_allocated
+  reports (eager mode; torch.compile fuses element-wise ops and usually saves less). `fits` adds what the
+  allocator does not count (CUDA context, cuBLAS and NCCL workspaces, fragmentation).
 The ledger is the eager model of today's model.py and family losses; tests/test_memory.py measures a small model
 and fails when the code and the ledger drift apart (e.g. a fused loss, a different attention kernel).
 """
@@ -127,8 +129,8 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
     alpha0, batch_split = options.get('alpha0', 1.0), options.get('batch_split', 1.0)
     n_diff = B if alpha0 == 1.0 else 0 if alpha0 == 0.0 else int(batch_split * B)
     if 0 < alpha0 < 1 and n_diff in (0, B):
-        raise ValueError(f"eso with alpha0 = {alpha0} and batch_split = {batch_split} needs a micro-batch with both "
-                         f"parts; {B} gives {n_diff} diffusion rows")
+        raise ValueError(f"eso with alpha0 = {alpha0} and batch_split = {batch_split} needs both parts in a "
+                         f"micro-batch, but {B} sequences give {n_diff} diffusion rows: raise --micro-batch-size")
     passes = []
     if n_diff:  # diffusion part: logits of every row, a copy of the M masked rows and their log-softmax (saved)
         R, M = n_diff * L, mask_fraction * n_diff * L
@@ -158,7 +160,8 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
         N = p['n'] * p['T']                                              # tokens through the model
         layer = N * ledger + (p['T'] ** 2 * a if p['mask'] else 0)       # one block (the mask becomes an mm bias)
         blocks = N * f * d * cfg.n_layer if activation_checkpointing else layer * cfg.n_layer
-        cond = p['cond_rows'] * a * (256 + 4 * c + cfg.n_layer * (8 * d + c) + 4 * d + c)  # sigma -> adaLN
+        per_layer_cond = 0 if activation_checkpointing else cfg.n_layer * (8 * d + c)
+        cond = p['cond_rows'] * a * (256 + 4 * c + per_layer_cond + 4 * d + c)  # sigma embedding -> adaLN
         other = N * (hd * f + 8) + N * (2 * f * d + a * d + 2 * f) + cond  # rotary cos/sin, ids, final LN, head input
         logits = p['saved_rows'] * V * f
         out['saved'] += blocks + other + logits + 8 * N                  # + targets
@@ -188,7 +191,8 @@ def working_weight_bytes(cfg: ModelConfig, dtype='bfloat16', fsdp=False, activat
     if a == 4:
         return 0, 0
     copies = a * param_numel(cfg, 'linear_weight')
-    block_copies = a * cfg.n_layer * sum(math.prod(s) for n, s, lin in param_table(cfg) if lin and n.startswith('blocks.0.'))
+    block_copies = a * cfg.n_layer * sum(math.prod(shape) for name, shape, lin in param_table(cfg)
+                                         if lin and name.startswith('blocks.0.'))
     return copies, copies - (block_copies if activation_checkpointing else 0)
 
 
@@ -206,19 +210,19 @@ def plan(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, option
     act = activation_bytes(cfg, family, micro_batch_size, seq_len, options, dtype, activation_checkpointing,
                            mask_fraction)
     copies_forward, copies_backward = working_weight_bytes(cfg, dtype, fsdp, activation_checkpointing)
-    if fsdp or nproc > 1 or grad_accum > 1:
-        grads = dict.fromkeys(('forward', 'backward', 'block backward'),
-                              4 * held + (4 * param_numel(cfg) if fsdp and grad_accum > 1 else 0))  # FSDP no-sync
+    grads = 4 * held + (4 * param_numel(cfg) if fsdp and grad_accum > 1 else 0)  # FSDP no-sync: unsharded too
+    if not (fsdp or nproc > 1 or grad_accum > 1):  # one process: no gradient yet, then the head's and one block's
+        grads = (0, 0, 4 * (param_numel(cfg, 'final') + param_numel(cfg, 'block')))
     else:
-        grads = {'forward': 0, 'backward': 0, 'block backward': 4 * (param_numel(cfg, 'final') + param_numel(cfg, 'block'))}
+        grads = (grads, grads, grads)
     not_logits = act['saved'] - act['logits']
     phases = {  # (gradients, working weights, activations, logits) at each candidate peak
-        'forward': (grads['forward'], copies_forward, not_logits, act['logits'] + act['forward_extra']),
-        'backward': (grads['backward'], copies_backward, not_logits, act['logits'] + act['backward_extra']),
-        'block backward': (grads['block backward'],  # the loss's tensors are gone; checkpointed, one block's copies
+        'forward': (grads[0], copies_forward, not_logits, act['logits'] + act['forward_extra']),
+        'backward': (grads[1], copies_backward, not_logits, act['logits'] + act['backward_extra']),
+        'block backward': (grads[2],  # the loss's tensors are gone; checkpointed, one block's copies are back
                            copies_backward + (copies_forward - copies_backward) // cfg.n_layer,
                            not_logits + act['recompute'], 0),
-        'optimizer step': (4 * held + (4 * param_numel(cfg) if fsdp and grad_accum > 1 else 0), 0, 0, 0),
+        'optimizer step': (4 * held, 0, 0, 0),
     }
     phase = max(phases, key=lambda k: sum(phases[k]))
     out = dict(parameters=4 * held, optimizer=2 * 4 * held + 4 * len(param_table(cfg)),  # + AdamW's step scalars

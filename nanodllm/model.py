@@ -13,6 +13,10 @@ A family changes the backbone only through two knobs (spec §0.4, §5):
 - `sigma`: the noise level fed to adaLN. Only Duo feeds it; everyone else passes None, which means sigma = 0. The
   adaLN layers stay in every family, so parameter and FLOP counts are identical across families.
 
+Training memory: `model.activation_checkpointing = True` keeps only each block's input in the forward and recomputes
+the block in the backward (torch.utils.checkpoint, non-reentrant): same values and gradients, ~12x fewer activation
+bytes (nanodllm/memory.py). The residual stream is fp32 even when FSDP gathers bf16 weights.
+
 Incremental decoding uses a `KVCache` (AR, spec §1; Eso-LM, spec §4.6): keys are cached *before* rotary together
 with their positions, and re-rotated every call; the rows of a call attend to every cached row and causally to each
 other; only the first `keep` rows of a call are appended to the cache (Eso-LM caches clean rows, never masks).

@@ -22,10 +22,10 @@ evaluation works on every rank as before (each forward all-gathers), while anyth
 sampling, needs a plain copy (`full_model`).
 
 Checkpoints: `full_state_dict` returns the unsharded model and optimizer state, on CPU, on rank 0 (empty dicts on
-the other ranks), through torch.distributed.checkpoint.state_dict with full_state_dict=True. The model dict is the
-plain `Model.state_dict()` and the optimizer dict is keyed by parameter name in every mode, so a checkpoint
-written under FSDP, DDP or one process is the same dict, loads into any of them on any number of processes, and
-sample.py reads its weights directly.
+the other ranks), through torch.distributed.checkpoint.state_dict with full_state_dict=True. They are the dicts
+one process writes with `Model.state_dict()` and `optimizer.state_dict()`, so a checkpoint written under FSDP,
+DDP or one process is the same dict, loads into any of them on any number of processes (`load_full_state_dict`,
+or plain load_state_dict without FSDP), and sample.py reads its weights directly.
 """
 import torch
 import torch.distributed as dist
@@ -110,37 +110,48 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def full_state_dict(model, optimizer=None):
-    """-> (model_state, optimizer_state): unsharded, on CPU, on rank 0; ({}, {}) on the other ranks. A collective:
-    every rank must call it. The model state equals `Model.state_dict()`; the optimizer state is
-    torch.optim's dict keyed by parameter name ('blocks.0.qkv.weight') instead of by index."""
+    """-> (model_state, optimizer_state) unsharded, on CPU, on rank 0; ({}, {}) on the other ranks. A collective
+    under FSDP: every rank must call it. The same dicts as `Model.state_dict()` and `optimizer.state_dict()` of
+    one process (torch.optim's format, parameters numbered in the optimizer's order), whatever the mode."""
     model = unwrap(model)
     model_state = get_model_state_dict(model, options=FULL)
-    optim_state = get_optimizer_state_dict(model, optimizer, options=FULL) if optimizer is not None else {}
+    optim_state = {}
+    if optimizer is not None and optimizer.state:
+        optim_state = get_optimizer_state_dict(model, optimizer, options=FULL)  # {} on ranks other than 0
+        optim_state = _keyed_by_index(optim_state) if optim_state else {}
+    elif optimizer is not None:  # before the first step: nothing to gather (and torch would fake a step)
+        optim_state = optimizer.state_dict()
     if dist.is_initialized() and dist.get_rank() != 0:
         return {}, {}
     return model_state, optim_state
 
 
-def load_full_state_dict(model, optimizer, model_state, optim_state=None):
-    """Load a full state (from `full_state_dict`, on any number of processes) into the model and optimizer, sharded
-    or not. A collective: every rank passes the full dicts (torch.load(..., mmap=True) keeps that cheap). An
-    optimizer state keyed by index (a plain `optimizer.state_dict()`, as train.py wrote before FSDP) is accepted."""
+def load_full_state_dict(model, optimizer=None, model_state=None, optim_state=None):
+    """Load full states (from `full_state_dict` or a plain `state_dict()`, written by any number of processes) into
+    the model and / or the optimizer, sharded or not; None skips one. A collective under FSDP: every rank passes
+    the full dicts (torch.load(..., mmap=True) keeps that cheap). The optimizer must have been built after
+    wrap_model, over the model's parameters (FSDP replaces them by their shards)."""
     model = unwrap(model)
     options = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(model, dict(model_state), options=options)  # copies: torch replaces the values in place
-    if optimizer is not None and optim_state:
-        set_optimizer_state_dict(model, optimizer, _keyed_by_name(model, optim_state), options=options)
+    if model_state is not None:
+        set_model_state_dict(model, dict(model_state), options=options)  # a copy: torch swaps the values in place
+    if optimizer is not None and optim_state is not None:
+        set_optimizer_state_dict(model, optimizer, _keyed_by_name(model, optimizer, optim_state), options=options)
 
 
-def _keyed_by_name(model, optim_state):
-    """A copy of an optimizer state keyed by parameter name, the format of torch.distributed.checkpoint. An
-    index-keyed state (torch.optim's own format) is converted: indices follow model.parameters(), the order
-    train.py builds AdamW with."""
-    names = [name for name, _ in model.named_parameters()]
-    name = (lambda p: p) if all(isinstance(p, str) for g in optim_state['param_groups'] for p in g['params']) \
-        else (lambda p: names[p])
-    return {'state': {name(p): dict(s) for p, s in optim_state['state'].items()},
-            'param_groups': [dict(g, params=[name(p) for p in g['params']]) for g in optim_state['param_groups']]}
+def _keyed_by_index(state):
+    """torch.distributed.checkpoint's optimizer state (keyed by parameter name) -> torch.optim's (numbered)."""
+    index = {name: i for i, name in enumerate(name for g in state['param_groups'] for name in g['params'])}
+    return {'state': {index[name]: s for name, s in state['state'].items()},
+            'param_groups': [dict(g, params=[index[name] for name in g['params']]) for g in state['param_groups']]}
+
+
+def _keyed_by_name(model, optimizer, state):
+    """torch.optim's optimizer state (numbered in the optimizer's parameter order) -> keyed by parameter name."""
+    names = {id(q): name for name, q in model.named_parameters()}
+    order = [names[id(q)] for g in optimizer.param_groups for q in g['params']]
+    return {'state': {order[i]: dict(s) for i, s in state['state'].items()},
+            'param_groups': [dict(g, params=[order[i] for i in g['params']]) for g in state['param_groups']]}
 
 
 def full_model(model, device):

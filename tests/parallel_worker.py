@@ -8,6 +8,7 @@ losses, gradient norms and weights. Rank 0 writes the gathered full state, the p
 and the bytes its own shard of the parameters, gradients and AdamW states holds, to --out.
 """
 import argparse
+import contextlib
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,7 @@ from nanodllm.model import Model
 p = argparse.ArgumentParser()
 p.add_argument('--fsdp', action='store_true')
 p.add_argument('--activation-checkpointing', action='store_true')
+p.add_argument('--bf16', action='store_true', help='bf16 CPU autocast; with --fsdp, bf16 gathered weights')
 p.add_argument('--family', default='ar')
 p.add_argument('--steps', type=int, default=3)
 p.add_argument('--batch-size', type=int, default=8, help='global sequences per step')
@@ -37,7 +39,11 @@ with torch.no_grad():  # non-zero adaLN and head, so that every parameter gets a
     for lin in [b.adaLN for b in raw_model.blocks] + [raw_model.adaLN_f, raw_model.head]:
         lin.weight.normal_(0, 0.1)
 raw_model.activation_checkpointing = args.activation_checkpointing
-model = parallel.wrap_model(raw_model, device, fsdp=args.fsdp)
+if args.bf16 and args.fsdp:  # wrap_model gathers bf16 only on GPU (no autocast on CPU in train.py): shard directly
+    model = parallel.shard(raw_model, param_dtype=torch.bfloat16)
+else:
+    model = parallel.wrap_model(raw_model, device, fsdp=args.fsdp)
+autocast = torch.autocast('cpu', dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
 model.cfg = cfg
 optimizer = torch.optim.AdamW(raw_model.parameters(), lr=1e-2, weight_decay=0.1)
 start = 0
@@ -48,9 +54,8 @@ if args.load:
     loaded, loaded_optim = parallel.full_state_dict(raw_model, optimizer)  # a round trip must give back the same
     if rank == 0:
         assert all(torch.equal(loaded[k], ckpt['model'][k]) for k in ckpt['model']), 'model state changed on load'
-        for name, s in ckpt['optimizer']['state'].items():
-            assert all(torch.equal(loaded_optim['state'][name][k], v) for k, v in s.items()), f'{name} changed'
-
+        for i, s in ckpt['optimizer']['state'].items():
+            assert all(torch.equal(loaded_optim['state'][i][k], v) for k, v in s.items()), f'parameter {i} changed'
 
 
 def local_bytes(tensors):
@@ -61,14 +66,16 @@ family = get_family(args.family)
 accum = args.batch_size // (args.micro_batch_size * world)
 losses, norms = [], []
 for step in range(start, start + args.steps):
-    x = torch.randint(0, cfg.vocab_size - 1, (args.batch_size, cfg.seq_len), generator=torch.Generator().manual_seed(step))
+    g = torch.Generator().manual_seed(step)
+    x = torch.randint(0, cfg.vocab_size - 1, (args.batch_size, cfg.seq_len), generator=g)  # the global batch
     total = torch.zeros(())
     for micro_step in range(accum):
         k = rank * accum + micro_step
         x0 = x[k * args.micro_batch_size:(k + 1) * args.micro_batch_size]
         parallel.set_grad_sync(model, micro_step == accum - 1)
         torch.manual_seed(1000 * step + k)  # the masks of the diffusion families depend on the slice, not the rank
-        nll, n = family.loss(model, x0, strata=(k, world * accum), generator=torch.Generator().manual_seed(step))
+        with autocast:
+            nll, n = family.loss(model, x0, strata=(k, world * accum), generator=torch.Generator().manual_seed(step))
         loss = nll / n / accum
         loss.backward()
         total += loss.detach()
@@ -86,6 +93,5 @@ for step in range(start, start + args.steps):
 model_state, optim_state = parallel.full_state_dict(raw_model, optimizer)
 if rank == 0:
     torch.save(dict(model=model_state, optimizer=optim_state, step=start + args.steps, losses=losses, norms=norms,
-                    held=held, world=world),
-               args.out)
+                    held=held, world=world), args.out)
 cleanup_distributed()
