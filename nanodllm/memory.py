@@ -252,6 +252,21 @@ def max_micro_batch(cfg: ModelConfig, gpu_memory, limit=4096, **kwargs):
     return best
 
 
+def fit_warning(cfg: ModelConfig, gpu_memory, micro_batch_size, **kwargs):
+    """None if the plan fits gpu_memory bytes, else a one-line warning naming what would fit. kwargs: plan's
+    (family, options, nproc, fsdp, activation_checkpointing, dtype, grad_accum, ...)."""
+    total = plan(cfg, micro_batch_size=micro_batch_size, **kwargs)['total']
+    if fits(total, gpu_memory):
+        return None
+    best = max_micro_batch(cfg, gpu_memory, **kwargs)
+    fixes = [f"--micro-batch-size {best}" if best else None,
+             None if kwargs.get('activation_checkpointing') else '--activation-checkpointing',
+             None if kwargs.get('fsdp') or kwargs.get('nproc', 1) == 1 else '--fsdp']
+    return (f"warning: the memory plan needs {total / GB:.1f} GB per GPU at micro-batch {micro_batch_size}, more "
+            f"than this {gpu_memory / GB:.0f} GB GPU holds: try " + ' or '.join(f for f in fixes if f)
+            + " (python -m nanodllm.flops shows the plan)")
+
+
 def parse_bytes(text):
     """'80GB' -> 80e9, '80GiB' -> 80 * 2**30, '8e10' -> 8e10."""
     units = {'gib': 2 ** 30, 'gb': 1e9, 'mib': 2 ** 20, 'mb': 1e6}

@@ -177,6 +177,9 @@ def test_checkpointing_saves_memory_and_the_planner_knows_it():
     assert best >= 2  # the goal for plain DDP
     assert memory.fits(memory.plan(cfg, 'ar', best, nproc=8)['total'], gpu)
     assert not memory.fits(memory.plan(cfg, 'ar', best + 1, nproc=8)['total'], gpu)
+    assert memory.fit_warning(cfg, gpu, best, family='ar', nproc=8) is None
+    warning = memory.fit_warning(cfg, gpu, 16, family='ar', nproc=8)
+    assert warning.startswith('warning:') and f'--micro-batch-size {best}' in warning and '--fsdp' in warning
     for name, options in FAMILIES.values():  # the goal for FSDP + checkpointing over 8 GPUs: >= 8 sequences
         assert memory.max_micro_batch(cfg, gpu, family=name, options=options, nproc=8, fsdp=True,
                                       activation_checkpointing=True) >= 8

@@ -47,13 +47,15 @@ def runs(tmp_path_factory):
 
 @pytest.mark.slow
 def test_fsdp_matches_one_process(runs):
-    """Same AR losses and gradient norms (clipped at 0.5: the clip is active) and the same weights and AdamW states
-    after 3 steps; the state gathered from the shards is the plain Model.state_dict(); each rank holds its shard,
-    as many bytes as the planner says."""
+    """Same AR losses and gradient norms (clipped at 0.5: the clip is active), the same weights and AdamW states
+    after 3 steps, and the same evaluation loss; the state gathered from the shards is the plain
+    Model.state_dict() (the worker checks parallel.full_model against it); each rank holds its shard, as many
+    bytes as the planner says."""
     _, single, fsdp = runs
     torch.testing.assert_close(torch.tensor(fsdp['losses']), torch.tensor(single['losses']), atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.tensor(fsdp['norms']), torch.tensor(single['norms']), atol=1e-5, rtol=0)
     assert min(single['norms']) > 0.5
+    assert fsdp['eval_loss'] == pytest.approx(single['eval_loss'], abs=1e-5)  # a no-grad forward over the shards
     assert_same_state(fsdp['model'], single['model'], atol=1e-5)
     assert set(fsdp['model']) == set(make_model(vocab_size=37, n_layer=2, n_head=2, n_embd=32).state_dict())
     assert fsdp['optimizer']['param_groups'] == single['optimizer']['param_groups']  # torch.optim's format
