@@ -5,6 +5,7 @@ gradient accumulation, clip gradients, and gather / scatter full state dicts for
     optimizer = torch.optim.AdamW(raw_model.parameters(), ...)   # after wrap_model: FSDP shards the parameters
     parallel.set_grad_sync(model, micro_step == grad_accum - 1)  # before each micro-step's backward
     grad_norm = parallel.clip_grad_norm_(raw_model, max_norm)
+    finite = parallel.all_finite(raw_model)                      # every rank: the divergence check
     model_sd, optim_sd = parallel.full_state_dict(raw_model, optimizer)   # every rank calls; full dicts on rank 0
     parallel.load_full_state_dict(raw_model, optimizer, ckpt['model'], ckpt['optimizer'])  # every rank
 
@@ -18,8 +19,8 @@ Three modes, one surface:
   forward inputs are not cast, so the residual stream stays fp32 exactly as under DDP + autocast (model.py keeps
   it fp32). On CPU everything stays fp32.
 FSDP modifies the model in place (its parameters become sharded DTensors), so `raw_model` is the sharded model:
-evaluation works on every rank as before (each forward all-gathers), while anything rank 0 does alone, such as
-sampling, needs a plain copy (`full_model`).
+evaluation works on every rank as before (each forward all-gathers; with bf16 gathered weights, under autocast as
+in training), while anything rank 0 does alone, such as sampling, needs a plain copy (`full_model`).
 
 Checkpoints: `full_state_dict` returns the unsharded model and optimizer state, on CPU, on rank 0 (empty dicts on
 the other ranks), through torch.distributed.checkpoint.state_dict with full_state_dict=True. They are the dicts
@@ -101,6 +102,16 @@ def clip_grad_norm_(model, max_norm):
     the norm of the full gradient (tests/parallel_worker.py checks it against one process)."""
     norm = torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), max_norm)
     return norm.full_tensor() if isinstance(norm, DTensor) else norm
+
+
+def all_finite(model):
+    """Whether every weight is finite on every rank (a collective when distributed): the divergence check, which
+    under FSDP must look at each rank's shards."""
+    local = [q.to_local() if isinstance(q, DTensor) else q for q in unwrap(model).parameters()]
+    ok = torch.stack([torch.isfinite(q).all() for q in local]).all().float()
+    if dist.is_initialized():
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item())
 
 
 # -----------------------------------------------------------------------------

@@ -91,7 +91,7 @@ for step in range(start, start + args.steps):
     optimizer.zero_grad(set_to_none=True)
 
 # evaluation as train.py does it: no gradients, every rank its share of a batch, sums all-reduced
-with torch.no_grad():
+with torch.no_grad(), autocast:  # (bf16 gathered weights need autocast, as in training)
     x = torch.randint(0, cfg.vocab_size - 1, (4, cfg.seq_len), generator=torch.Generator().manual_seed(99))
     nll, n = family.loss(raw_model, x[rank * 4 // world:(rank + 1) * 4 // world], train=False,
                          generator=torch.Generator().manual_seed(0))
@@ -99,11 +99,16 @@ with torch.no_grad():
     if ddp:
         dist.all_reduce(sums)
     eval_loss = (sums[0] / sums[1]).item()
-plain = parallel.full_model(raw_model, device)  # rank 0: an unsharded copy, e.g. to sample from alone
 model_state, optim_state = parallel.full_state_dict(raw_model, optimizer)
+plain = parallel.full_model(raw_model, device)  # rank 0: an unsharded copy, e.g. to sample from alone
 if rank == 0:
     assert all(torch.equal(plain.state_dict()[k], v) for k, v in model_state.items()), 'full_model differs'
     assert plain is raw_model or not parallel.is_fsdp(plain)
     torch.save(dict(model=model_state, optimizer=optim_state, step=start + args.steps, losses=losses, norms=norms,
                     held=held, world=world, eval_loss=eval_loss), args.out)
+assert parallel.all_finite(raw_model)
+with torch.no_grad():  # the last rank's shard turns NaN: every rank must see it
+    q = next(raw_model.parameters())
+    (q.to_local() if isinstance(q, DTensor) else q)[0].fill_(float('nan') if rank == world - 1 else 0.0)
+assert not parallel.all_finite(raw_model), 'a NaN in one shard went unseen'
 cleanup_distributed()
