@@ -1,5 +1,8 @@
 """FLOP accounting shared by every family (spec §6.2, §9.18): parameter counts, forward FLOPs per token,
-FLOP budget -> number of steps, and MFU.
+FLOP budget -> number of steps, and MFU. `python -m nanodllm.flops` prints a size's FLOPs and its memory plan
+(nanodllm/memory.py):
+
+    python -m nanodllm.flops --size 1.7b --seq-len 2048 --micro-batch-size 4 --nproc 8 --fsdp --family eso
 
 Conventions, as in the paper:
 - forward FLOPs count matmuls only (2 x multiply-adds), the output head included, the input embedding (a lookup)
@@ -8,11 +11,12 @@ Conventions, as in the paper:
   same number of steps to all families: steps = budget / (3 F B L);
 - non-embedding parameters = all parameters but the input embedding (the untied head counts).
 """
+import argparse
 import time
 
 import torch
 
-from .config import ModelConfig
+from .config import ModelConfig, SIZES, get_config
 
 
 def non_embedding_params(cfg: ModelConfig):
@@ -65,3 +69,53 @@ def peak_flops(device):
         a @ a
         n += 1
     return 2 * 1024 ** 3 * n / (time.perf_counter() - t0)
+
+
+def main(argv=None):
+    """Print the FLOPs and the per-GPU memory plan of one configuration, and the largest micro-batch that fits."""
+    from . import memory
+    p = argparse.ArgumentParser(prog='python -m nanodllm.flops', description=main.__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--size', default='1.7b', help=f"model size: {' | '.join(SIZES)}")
+    p.add_argument('--seq-len', type=int, default=2048)
+    p.add_argument('--vocab', type=int, default=50258, help='vocabulary with the mask token (GPT-2: 50257 + 1)')
+    p.add_argument('--family', default='ar', help='ar | mdlm | duo | eso')
+    p.add_argument('--alpha0', type=float, default=1.0, help='eso: alpha_0 (< 1 adds the sequential part)')
+    p.add_argument('--batch-split', type=float, default=1.0, help='eso: fraction of rows on the diffusion part')
+    p.add_argument('--micro-batch-size', type=int, default=1, help='sequences per GPU per forward')
+    p.add_argument('--batch-size', type=int, default=0, help='global sequences per step (0: micro x nproc, no '
+                   'accumulation); with --fsdp, accumulation keeps unsharded gradients')
+    p.add_argument('--nproc', type=int, default=1, help='GPUs')
+    p.add_argument('--fsdp', action='store_true', help='FSDP2: shard weights, gradients, optimizer states')
+    p.add_argument('--activation-checkpointing', action='store_true')
+    p.add_argument('--dtype', default='bfloat16', help='autocast dtype (bfloat16 | float16 | float32)')
+    p.add_argument('--gpu-memory', default='80GB', help='memory of one GPU, e.g. 80GB, 141GB, 24GiB')
+    args = p.parse_args(argv)
+    try:
+        cfg = get_config(args.size, args.vocab, args.seq_len)
+        gpu_memory = memory.parse_bytes(args.gpu_memory)
+        options = dict(alpha0=args.alpha0, batch_split=args.batch_split) if args.family == 'eso' else {}
+        batch = args.batch_size or args.micro_batch_size * args.nproc
+        if batch % (args.micro_batch_size * args.nproc):
+            raise ValueError(f"--batch-size {batch} is not a multiple of --micro-batch-size x --nproc")
+        kwargs = dict(family=args.family, options=options, nproc=args.nproc, fsdp=args.fsdp, dtype=args.dtype,
+                      activation_checkpointing=args.activation_checkpointing,
+                      grad_accum=batch // (args.micro_batch_size * args.nproc))
+        plan = memory.plan(cfg, micro_batch_size=args.micro_batch_size, **kwargs)
+    except ValueError as e:
+        p.exit(2, f"error: {e}\n")
+    n_params = memory.param_numel(cfg)
+    print(f"{args.size}: d {cfg.n_embd}, {cfg.n_layer} layers, {cfg.n_head} heads, V {cfg.vocab_size}: "
+          f"{n_params / 1e9:.3f}B parameters ({non_embedding_params(cfg) / 1e9:.3f}B non-embedding), "
+          f"F = {forward_flops_per_token(cfg) / 1e9:.2f} GFLOP/token forward")
+    mode = f"FSDP over {args.nproc}" if args.fsdp else f"DDP over {args.nproc}" if args.nproc > 1 else "1 GPU"
+    print(f"{args.family} {options or ''} | L {args.seq_len} | micro-batch {args.micro_batch_size} | {mode} | "
+          f"{args.dtype}{' | activation checkpointing' if args.activation_checkpointing else ''} | "
+          f"accumulation {kwargs['grad_accum']}; bytes per GPU at the step's peak:")
+    print(memory.format_plan(plan, gpu_memory))
+    best = memory.max_micro_batch(cfg, gpu_memory, **kwargs)
+    print(f"largest micro-batch that fits {gpu_memory / 1e9:.0f} GB: {best}")
+
+
+if __name__ == '__main__':
+    main()
