@@ -139,8 +139,12 @@ def plot_isoflop(analysis, path, labels=None):
     families = sorted({f for f, _ in analysis['curves']}, key=lambda f: list(labels).index(f) if f in labels else 99)
     budgets = sorted({b for _, b in analysis['curves']})
     colors = {b: plt.cm.viridis(i / max(1, len(budgets) - 1)) for i, b in enumerate(budgets)}
-    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.8), squeeze=False, sharey=True)
-    for ax, family in zip(axes[0], families):
+    ncols = min(3, len(families))
+    nrows = -(-len(families) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.8 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(families):]:
+        ax.set_visible(False)
+    for ax, family in zip(axes.flat, families):
         for budget in budgets:
             c = analysis['curves'].get((family, budget))
             if c is None:
@@ -158,7 +162,8 @@ def plot_isoflop(analysis, path, labels=None):
         ax.set_xlabel('non-embedding parameters')
         ax.grid(alpha=0.3, which='both')
         ax.legend(title='FLOPs', fontsize=7, title_fontsize=7)
-    axes[0][0].set_ylabel('validation loss (nats/token; NELBO for diffusion)')
+    for row in axes:
+        row[0].set_ylabel('validation loss (nats/token;\nNELBO for diffusion)')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -181,13 +186,19 @@ def plot_optima(analysis, path, labels=None):
             ax.plot(c, values, 'o', color=color, label=label)
             if fit:
                 ax.plot(grid, power_law(fit, grid), '-', color=color, lw=1)
-    for ax, what in ((ax_n, 'compute-optimal size N* (non-embedding params)'), (ax_l, 'loss at the optimum L*')):
+    for ax, what in ((ax_n, 'N* (non-embedding parameters)'), (ax_l, 'L* (nats/token)')):
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.set_xlabel('training FLOPs C')
         ax.set_ylabel(what)
         ax.grid(alpha=0.3, which='both')
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for axis in (ax_l.yaxis,):  # losses span little: plain numbers, not 3 x 10^0
+        axis.set_major_formatter(plt.FormatStrFormatter('%.2f'))
+        axis.set_minor_formatter(plt.FormatStrFormatter('%.2f'))
+    ax_n.set_title('compute-optimal size')
+    ax_l.set_title('loss at the optimum')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -224,7 +235,7 @@ def write_report(path, analysis, labels, setup, failed=(), figures=('isoflop.png
                 cells.append('-')
             elif c['bracketed']:
                 d = b / (6 * c['n_opt'])
-                cells.append(f"{_fmt_n(c['n_opt'])}, {c['loss_opt']:.3f} (D* {_fmt_n(d)}, {d / c['n_opt']:.0f} tok/param)")
+                cells.append(f"{_fmt_n(c['n_opt'])}, {c['loss_opt']:.3f} (D* {_fmt_n(d)}, {d / c['n_opt']:.3g} tok/param)")
             else:
                 cells.append('*not bracketed*')
                 notes.append(f"- {labels[f]} at {b:.3g}: {c['reason']}")

@@ -242,18 +242,19 @@ def test_quick_preset_end_to_end_resume_and_a_failing_run(tmp_path):
     assert len(index) == 12
     assert {n for n, r in index.items() if r['status'] != 'completed'} == {broken.name}
     assert index[broken.name]['status'] == 'failed' and 'error' in index[broken.name]['error']
-    for name, r in index.items():
-        assert os.path.exists(os.path.join(r['dir'], 'log.txt'))
+    for name, r in index.items():  # run folders are relative to the sweep's working directory
+        assert (tmp_path / r['dir'] / 'stderr.txt').exists() and (tmp_path / r['dir'] / 'exit_code').exists()
         if r['status'] == 'completed':
-            assert r['val_loss'] > 0 and os.path.exists(os.path.join(r['dir'], 'ckpt.pt'))
+            assert r['val_loss'] > 0 and (tmp_path / r['dir'] / 'ckpt.pt').exists()
+            assert (tmp_path / r['dir'] / 'log.txt').exists() and (tmp_path / r['dir'] / 'results.json').exists()
     for name in ('isoflop.png', 'optima.png', 'report.md'):
         assert (out_dir / name).stat().st_size > 0
     assert broken.name in (out_dir / 'report.md').read_text()
-    mtimes = {n: os.path.getmtime(os.path.join(r['dir'], 'results.json')) for n, r in index.items()
+    mtimes = {n: os.path.getmtime(tmp_path / r['dir'] / 'results.json') for n, r in index.items()
               if r['status'] == 'completed'}
 
     again = sweep(['--preset', 'quick'], tmp_path, check=False)
-    assert again.returncode == 1 and 'training' not in again.stdout
+    assert again.returncode == 1 and 'nothing to train' in again.stdout
     assert mtimes == {n: os.path.getmtime(os.path.join(out_dir / 'runs' / n, 'results.json')) for n in mtimes}
 
     os.remove(broken / 'ckpt.pt')
