@@ -135,10 +135,13 @@ for budget in sorted(budgets):
 if not runs:
     p.error(f"no (size, budget) pair trains on {preset['window'][0]}-{preset['window'][1]} tokens per parameter: "
             f"pick other --sizes or --budgets (skipped: {', '.join(skipped)})")
-state = {}
+try:  # one sweep at a time per out-dir (a dry run only reads)
+    sweep_lock = None if args.dry_run else launch.lock(out_dir)
+except ValueError as e:
+    p.error(str(e))
+state = {r['name']: launch.run_state(r['dir']) for r in runs}  # (state, results, error) from each run's folder
 for run in runs:
-    state[run['name']] = launch.run_state(run['dir'])
-    conflict = launch.check_args(run) if state[run['name']][0] != 'new' or os.path.exists(run['dir']) else None
+    conflict = launch.check_args(run)
     if conflict and not args.collect:
         p.error(f"{conflict}: use another --out-dir, or delete that folder to train it again")
 todo = [r for r in runs if state[r['name']][0] in ('new', 'interrupted')
@@ -148,7 +151,7 @@ print(f"sweep {args.preset}: {len(runs)} runs ({len(families)} families x {len(b
       + ", ".join(f"{v} {k}" for k, v in count.items() if v) + f"), {sum(r['budget'] for r in runs):.3g} training "
       f"FLOPs in all -> {out_dir}")
 for budget in sorted(budgets):
-    print(f"  {budget:.3g} FLOPs: " + ", ".join(f"{r['size']} ({r['params'] / 1e6:.3g}M, {r['tokens'] / r['params']:.0f}"
+    print(f"  {budget:.3g} FLOPs: " + ", ".join(f"{r['size']} ({r['params'] / 1e6:.3g}M, {r['tokens'] / r['params']:.3g}"
                                                   f" tok/param)" for r in runs if r['budget'] == budget
                                                   and r['family'] == families[0]))
 if skipped:
@@ -158,12 +161,11 @@ if count['failed'] and not args.retry_failed:
     print(f"  {count['failed']} failed run(s) are not run again: pass --retry-failed to retry them")
 if args.dry_run:
     sys.exit(0)
-if not todo:
-    print("nothing to train" + ("" if args.collect else ": every run has finished (or failed)"))
+if not todo and not args.collect:
+    print("nothing to train: every run has finished (or failed)")
 
 # -----------------------------------------------------------------------------
 # runs: here through a pool of processes, or on a cluster through a Slurm array
-sweep_lock = launch.lock(out_dir)
 index_path = os.path.join(out_dir, 'runs.jsonl')
 
 

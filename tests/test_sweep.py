@@ -200,6 +200,20 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith('error:') and message in lines[0]
 
 
+def test_a_run_folder_with_other_flags_is_refused_not_mixed(tmp_path):
+    write(str(tmp_path / 'sweeps' / 'quick' / 'runs' / 'ar_zepto_1e+10' / launch.ARGS_FILE), json.dumps(['--lr', '1']))
+    out = sweep(['--preset', 'quick', '--dry-run'], tmp_path, check=False)
+    assert out.returncode == 2 and 'started with other train.py flags' in out.stderr and 'another --out-dir' in out.stderr
+
+
+def test_one_sweep_at_a_time_per_folder(tmp_path):
+    held = launch.lock(str(tmp_path))
+    with pytest.raises(ValueError, match='another sweep is using'):
+        launch.lock(str(tmp_path))
+    held.close()
+    launch.lock(str(tmp_path)).close()
+
+
 def test_dry_run_prints_the_grid_and_trains_nothing(tmp_path):
     out = sweep(['--dry-run'], tmp_path)  # the default preset: cpu
     assert 'sweep cpu:' in out.stdout and 'tok/param' in out.stdout
