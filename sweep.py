@@ -83,7 +83,7 @@ p.add_argument('--families', help=f"comma-separated, overrides the preset's: {',
 p.add_argument('--sizes', help="comma-separated names from nanodllm/config.py SIZES, overrides the preset's")
 p.add_argument('--budgets', help="comma-separated training FLOPs, e.g. 1e12,3e12, overrides the preset's")
 p.add_argument('--data', help="corpus ('shakespeare', a .txt file or a folder of .txt), overrides the preset's")
-p.add_argument('--out-dir', help='where runs/, runs.jsonl, the plots and report.md go (default: sweeps/<preset>)')
+p.add_argument('--out-dir', help='where runs/, runs.jsonl, the plots and report.md go (default: runs/sweep_<preset>)')
 p.add_argument('--jobs', type=int, default=0,
                help='runs at once on this machine (0: one per GPU, or one per CPU core with one thread each)')
 p.add_argument('--nproc-per-node', type=int, default=1, help='processes (GPUs) per run, through torchrun')
@@ -103,7 +103,7 @@ try:
 except ValueError:
     p.error(f"--budgets {args.budgets!r}: pass comma-separated numbers, e.g. 1e12,3e12")
 corpus = args.data or preset['data']
-out_dir = args.out_dir or os.path.join('sweeps', args.preset)
+out_dir = args.out_dir or os.path.join('runs', f'sweep_{args.preset}')
 for name, given, valid in (('family', families, FAMILIES), ('size', sizes, SIZES)):
     if any(g not in valid for g in given):
         p.error(f"unknown {name} {next(g for g in given if g not in valid)!r}; valid: {', '.join(valid)}")

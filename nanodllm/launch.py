@@ -123,9 +123,8 @@ def slot_envs(jobs, nproc, n_gpus, n_cores):
 def start(run, cmd, env):
     """Start one run in its own session (a Ctrl-C in the terminal reaches the sweep only; the sweep then stops
     each run once, the way train.py expects: one signal = finish the step, checkpoint, exit 130)."""
-    for name in (EXIT_FILE,):
-        if os.path.exists(os.path.join(run['dir'], name)):
-            os.remove(os.path.join(run['dir'], name))
+    if os.path.exists(os.path.join(run['dir'], EXIT_FILE)):  # from an earlier attempt
+        os.remove(os.path.join(run['dir'], EXIT_FILE))
     with open(os.path.join(run['dir'], STDOUT), 'ab') as out, open(os.path.join(run['dir'], STDERR), 'wb') as err:
         return subprocess.Popen(cmd, stdout=out, stderr=err, start_new_session=True,
                                 env={**os.environ, 'TQDM_DISABLE': '1', 'PYTHONUNBUFFERED': '1', **env})
@@ -159,7 +158,8 @@ def run_pool(runs, commands, envs, on_start, on_finish, grace=120):
     except KeyboardInterrupt:
         _stop(running, grace)
         for proc, (run, _) in running.items():
-            finish(run, proc.returncode)
+            if proc.returncode >= 0:  # a run we had to kill is not a failed run: it resumes or restarts next time
+                finish(run, proc.returncode)
             on_finish(run, proc.returncode)
         raise
     finally:

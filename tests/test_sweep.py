@@ -201,7 +201,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
 
 
 def test_a_run_folder_with_other_flags_is_refused_not_mixed(tmp_path):
-    write(str(tmp_path / 'sweeps' / 'quick' / 'runs' / 'ar_zepto_1e+10' / launch.ARGS_FILE), json.dumps(['--lr', '1']))
+    write(str(tmp_path / 'runs' / 'sweep_quick' / 'runs' / 'ar_zepto_1e+10' / launch.ARGS_FILE), json.dumps(['--lr', '1']))
     out = sweep(['--preset', 'quick', '--dry-run'], tmp_path, check=False)
     assert out.returncode == 2 and 'started with other train.py flags' in out.stderr and 'another --out-dir' in out.stderr
 
@@ -217,17 +217,17 @@ def test_one_sweep_at_a_time_per_folder(tmp_path):
 def test_dry_run_prints_the_grid_and_trains_nothing(tmp_path):
     out = sweep(['--dry-run'], tmp_path)  # the default preset: cpu
     assert 'sweep cpu:' in out.stdout and 'tok/param' in out.stdout
-    assert not os.path.exists(tmp_path / 'sweeps')
+    assert not os.path.exists(tmp_path / 'runs')
 
 
 def test_slurm_launcher_writes_a_script_for_the_unfinished_runs(tmp_path):
     out = sweep(['--preset', 'quick', '--launcher', 'slurm', '--nproc-per-node', '2'], tmp_path)
-    script = tmp_path / 'sweeps' / 'quick' / 'sweep.sbatch'
+    script = tmp_path / 'runs' / 'sweep_quick' / 'sweep.sbatch'
     assert subprocess.run(['bash', '-n', str(script)]).returncode == 0
     assert '#SBATCH --array=0-11' in script.read_text() and 'sbatch' in out.stdout
-    index = [json.loads(line) for line in open(tmp_path / 'sweeps' / 'quick' / 'runs.jsonl')]
+    index = [json.loads(line) for line in open(tmp_path / 'runs' / 'sweep_quick' / 'runs.jsonl')]
     assert len(index) == 12 and {r['status'] for r in index} == {'new'}
-    assert (tmp_path / 'sweeps' / 'quick' / 'report.md').exists()
+    assert (tmp_path / 'runs' / 'sweep_quick' / 'report.md').exists()
 
 
 def train_py_has_the_contract():
@@ -247,7 +247,7 @@ def test_quick_preset_end_to_end_resume_and_a_failing_run(tmp_path):
     """python sweep.py --preset quick: every run in its folder, the index, both PNGs and report.md. One run is made to
     fail (a corrupt checkpoint to resume): it is recorded with its error and the others finish. Running the same
     command again trains nothing; --retry-failed trains just that run once its checkpoint is gone."""
-    out_dir = tmp_path / 'sweeps' / 'quick'
+    out_dir = tmp_path / 'runs' / 'sweep_quick'
     broken = out_dir / 'runs' / 'mdlm_femto_2e+10'
     write(str(broken / 'ckpt.pt'), 'not a checkpoint')
     first = sweep(['--preset', 'quick'], tmp_path, check=False)
@@ -298,7 +298,7 @@ def test_ctrl_c_stops_the_sweep_cleanly_and_a_rerun_finishes_it(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, 'sweep.py'), '--preset', 'quick', '--budgets', '2e10',
            '--families', 'ar', '--jobs', '1', '--', '--eval-every', '20']
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    runs_dir, index_path = tmp_path / 'sweeps' / 'quick' / 'runs', tmp_path / 'sweeps' / 'quick' / 'runs.jsonl'
+    runs_dir, index_path = tmp_path / 'runs' / 'sweep_quick' / 'runs', tmp_path / 'runs' / 'sweep_quick' / 'runs.jsonl'
     deadline = time.time() + 120
     while time.time() < deadline and not list(runs_dir.glob('*/ckpt.pt')):  # a run has written a checkpoint
         time.sleep(0.5)
