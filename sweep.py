@@ -3,7 +3,7 @@ with train.py, fit the compute-optimal size and loss per budget, power laws acro
 against AR, and write plots and report.md.
 
     python sweep.py --preset quick                  # smoke test: 12 tiny runs, ~1 min on 2 CPU cores
-    python sweep.py                                 # the CPU study (preset cpu): 5 families, 3 budgets, 5 sizes each
+    python sweep.py                                 # the CPU study: 5 families x 3 budgets x 4 sizes, ~45 min
     python sweep.py --preset gpu --data corpus/     # GPT-2 BPE, L = 1024, the paper's smaller sizes, one GPU
     python sweep.py --preset paper --data corpus/ --launcher slurm --nproc-per-node 8   # writes a Slurm script
     python sweep.py --preset paper --data corpus/ --collect                             # ... then fit what finished
@@ -43,25 +43,32 @@ LADDER = ['6M', '19M', '34M', '48M', '66M', '85M', '75M', '113M', '142M', '170M'
 
 # Presets. A (size, budget) pair is trained only if it sees between window[0] and window[1] tokens per
 # non-embedding parameter (D = C / 3F): far outside, every family is far from its optimum (the paper's optima sit at
-# 14-75 tokens/parameter), so the grid follows the optimum up the sizes as the budget grows.
-# `train`: train.py flags shared by every run. One batch, L and learning rate for all sizes, as in the paper.
+# 14-75 tokens/parameter), so the grid follows the optimum up the sizes as the budget grows. `train`: the train.py
+# flags of every run; one batch, L and learning rate for all sizes and families, as in the paper.
 PRESETS = {
-    # smoke test (< 2 min on 2 CPU cores): nano-scale sizes, two families, two budgets
+    # smoke test (< 2 min on 2 CPU cores): the three smallest sizes, two families, two budgets of 100-600 steps
     'quick': dict(families=['ar', 'mdlm'], sizes=['zepto', 'atto', 'femto'], budgets=[1e10, 2e10],
                   data='shakespeare', tokenizer='byte', window=(0.1, 1e5),
                   train=['--seq-len', '64', '--batch-size', '8', '--lr', '3e-3', '--eval-sequences', '64',
                          '--eval-every', '1000', '--log-every', '50']),
-    # the default: bundled Shakespeare, byte tokens, every family, CPU-sized models (see README for the timing)
-    'cpu': dict(families=ALL, sizes=['zepto', 'atto', 'femto', 'pico', 'nano', 'mini'],
-                budgets=[5e11, 1e12, 2e12], data='shakespeare', tokenizer='byte', window=(3, 300),
+    # the default, ~45 min on 2 CPU cores: bundled Shakespeare, byte tokens, every family, 4 sizes per budget around
+    # the optima of AR and MDLM (measured: AR's near atto at 5e11, pico at 2e12). The budgets buy 1-8M tokens a run,
+    # so the batch is small (8 x 128 = 1,024 tokens): every run gets >= 1,100 steps. lr 3e-3: of 1e-3, 3e-3, 1e-2,
+    # the best for nano at 5e11 (femto prefers 1e-2, so a single rate slightly favours the larger sizes).
+    'cpu': dict(families=ALL, sizes=['zepto', 'atto', 'femto', 'pico', 'nano'],
+                budgets=[5e11, 1e12, 2e12], data='shakespeare', tokenizer='byte', window=(3, 150),
                 train=['--seq-len', '128', '--batch-size', '8', '--lr', '3e-3', '--eval-sequences', '512',
                        '--eval-every', '1000', '--log-every', '50']),
-    # one GPU, a few hours: GPT-2 BPE, L = 1024, the lower rungs of the paper's ladder and two CPU sizes below them
-    'gpu': dict(families=ALL, sizes=['micro', 'tiny'] + LADDER[:9], budgets=[1e16, 3e16, 1e17], data=None,
+    # one GPU, a few hours (3.8e18 FLOPs: ~4-7 h on an H100 at 150-250 TFLOP/s, an estimate): GPT-2 BPE, L = 1024,
+    # the lower rungs of the paper's ladder and three CPU sizes below them (with GPT-2's 50k-row head, small models
+    # are mostly head). Batch 64 x 1024 = 65k tokens, >= 1,400 steps a run; lr 1e-3 (a guess between the paper's
+    # 2e-4 at 8x the batch and 3e-3 on CPU, not tuned).
+    'gpu': dict(families=ALL, sizes=['nano', 'micro', 'tiny'] + LADDER[:9], budgets=[1e16, 3e16, 1e17], data=None,
                 tokenizer='gpt2', window=(3, 300),
                 train=['--seq-len', '1024', '--batch-size', '64', '--lr', '1e-3', '--eval-sequences', '512',
                        '--eval-every', '1000', '--log-every', '50', '--compile']),
-    # the paper's grid (§1.2, §6.3) for a cluster: budgets 6e18 ... 1e20, its sizes, L = 2048, batch 256, lr 2e-4
+    # the paper's grid (§1.2, §6.3) for a cluster: budgets 6e18 ... 1e20, its sizes, L = 2048, batch 256 x 2048,
+    # lr 2e-4 -> 2e-5 (GPT-2 BPE instead of the paper's Llama-2 tokenizer, which nanodllm does not ship)
     'paper': dict(families=ALL, sizes=LADDER, budgets=[6e18, 1e19, 3e19, 6e19, 1e20], data=None,
                   tokenizer='gpt2', window=(3, 300),
                   train=['--seq-len', '2048', '--batch-size', '256', '--micro-batch-size', '8', '--lr', '2e-4',
@@ -205,7 +212,7 @@ elif todo and not args.collect:
     n_gpus = torch.cuda.device_count()
     n_cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     jobs = args.jobs or max(1, (n_gpus or n_cores) // args.nproc_per_node)
-    envs = launch.slot_envs(jobs, args.nproc_per_node, n_gpus, n_cores)
+    envs = launch.slot_envs(jobs, args.nproc_per_node, n_gpus, n_cores, os.environ.get('OMP_NUM_THREADS'))
     print(f"training {len(todo)} runs, {jobs} at a time, each with " + (
         f"{args.nproc_per_node} GPU(s)" if n_gpus else f"{envs[0]['OMP_NUM_THREADS']} CPU thread(s)"))
     # the bar counts FLOPs, so its ETA weighs each run by its budget rather than counting runs as equal

@@ -111,13 +111,14 @@ def write_index(path, records):
 # -----------------------------------------------------------------------------
 # local runs: a pool of `jobs` processes
 
-def slot_envs(jobs, nproc, n_gpus, n_cores):
+def slot_envs(jobs, nproc, n_gpus, n_cores, threads=None):
     """Environment of each pool slot: its GPU(s) through CUDA_VISIBLE_DEVICES (round robin if the slots need more
-    GPUs than there are: small models share a GPU well), or its share of the CPU cores through OMP_NUM_THREADS."""
+    GPUs than there are: small models share a GPU well), or its share of the CPU cores through OMP_NUM_THREADS
+    (`threads` if given: the user's own OMP_NUM_THREADS wins, e.g. 1 on a machine others are using)."""
     if n_gpus:
         return [dict(CUDA_VISIBLE_DEVICES=','.join(str((s * nproc + i) % n_gpus) for i in range(nproc)))
                 for s in range(jobs)]
-    return [dict(OMP_NUM_THREADS=str(max(1, n_cores // (jobs * nproc))))] * jobs
+    return [dict(OMP_NUM_THREADS=str(threads or max(1, n_cores // (jobs * nproc))))] * jobs
 
 
 def start(run, cmd, env):

@@ -74,6 +74,7 @@ def test_slots_split_gpus_round_robin_or_cpu_threads():
     assert [e['CUDA_VISIBLE_DEVICES'] for e in launch.slot_envs(3, 1, 2, 16)] == ['0', '1', '0']  # GPUs shared
     assert launch.slot_envs(2, 1, 0, 8) == [{'OMP_NUM_THREADS': '4'}] * 2
     assert launch.slot_envs(4, 1, 0, 2) == [{'OMP_NUM_THREADS': '1'}] * 4
+    assert launch.slot_envs(1, 1, 0, 8, threads='1') == [{'OMP_NUM_THREADS': '1'}]  # the user's OMP_NUM_THREADS
 
 
 # -----------------------------------------------------------------------------
