@@ -194,7 +194,7 @@ if todo and not args.collect:
     try:  # tokenize the corpus once, here: a bad --data is one line now, and the runs do not race to write it
         data.prepare(corpus, preset['tokenizer'])
     except (ValueError, OSError) as e:
-        p.exit(2, f"error: {e}\n")
+        p.error(str(e))
     for run in todo:
         os.makedirs(run['dir'], exist_ok=True)
         with open(os.path.join(run['dir'], launch.ARGS_FILE), 'w') as f:
@@ -211,6 +211,8 @@ if todo and not args.collect and args.launcher == 'slurm':
 elif todo and not args.collect:
     n_gpus = torch.cuda.device_count()
     n_cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    if n_gpus and args.nproc_per_node > n_gpus:
+        p.error(f"--nproc-per-node {args.nproc_per_node} needs that many GPUs; this machine has {n_gpus}")
     jobs = args.jobs or max(1, (n_gpus or n_cores) // args.nproc_per_node)
     envs = launch.slot_envs(jobs, args.nproc_per_node, n_gpus, n_cores, os.environ.get('OMP_NUM_THREADS'))
     print(f"training {len(todo)} runs, {jobs} at a time, each with " + (
@@ -236,10 +238,9 @@ elif todo and not args.collect:
             tqdm.write(f"{run['name']} failed: {rec['error']}")
         bar.set_postfix_str(f"{done['ok']}/{len(todo)} runs done" + (f", {done['failed']} failed"
                                                                         if done['failed'] else ''))
-    try:
+    try:  # a run with a checkpoint (interrupted, or failed and retried) continues from it
         launch.run_pool(todo, [launch.command(r, TRAIN_PY, args.nproc_per_node,
-                                              resume=state[r['name']][0] in ('interrupted', 'failed')
-                                              and os.path.isfile(os.path.join(r['dir'], 'ckpt.pt')))
+                                              resume=os.path.isfile(os.path.join(r['dir'], 'ckpt.pt')))
                                for r in todo], envs, started, finished)
     except KeyboardInterrupt:
         interrupted = True
@@ -260,8 +261,7 @@ if finished_rows:
     scaling.plot_isoflop(analysis, os.path.join(out_dir, 'isoflop.png'), labels)
     scaling.plot_optima(analysis, os.path.join(out_dir, 'optima.png'), labels)
 failed = [(i['name'], i['error']) for i in index.values() if i['status'] == 'failed']
-results = [json.load(open(os.path.join(i['dir'], 'results.json'))) for i in index.values()
-           if i['status'] == 'completed']
+results = [launch.run_state(i['dir'])[1] for i in index.values() if i['status'] == 'completed']
 setup = [('command', ' '.join(['python sweep.py'] + sys.argv[1:])),
          ('data', f"{corpus}, {preset['tokenizer']} tokens, " + ' '.join(preset['train'] + args.train_args)),
          ('runs', f"{len(finished_rows)} of {len(runs)} completed, {len(failed)} failed; "

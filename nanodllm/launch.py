@@ -170,10 +170,12 @@ def run_pool(runs, commands, envs, on_start, on_finish, grace=120):
 def _stop(running, grace):
     """SIGTERM every run once and wait up to `grace` s; a second Ctrl-C sends the second SIGTERM (stop at once);
     whatever is still alive after that is killed with its whole session."""
-    procs = list(running)
+    procs = [p for p in running if p.poll() is None]
+    if procs:
+        print(f"\nstopping {len(procs)} run(s): each saves a checkpoint (Ctrl-C again to stop them at once)",
+              file=sys.stderr)
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
     deadline, again = time.time() + grace, False
     while any(p.poll() is None for p in procs) and time.time() < deadline:
         try:
@@ -187,7 +189,10 @@ def _stop(running, grace):
                 deadline, again = min(deadline, time.time() + 10), True
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended in the meantime
+                pass
             proc.wait()
 
 
