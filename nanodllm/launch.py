@@ -68,11 +68,29 @@ def run_state(run_dir):
     return 'new', results, None
 
 
+# flags that change how a run is computed, not what it computes (train.py --resume accepts a new micro-batch size)
+HOW_NOT_WHAT = {'--micro-batch-size': 1, '--log-every': 1, '--compile': 0}
+
+
+def _what(args):
+    """train.py flags without HOW_NOT_WHAT (each with its value)."""
+    out, skip = [], 0
+    for a in args:
+        if skip:
+            skip -= 1
+        elif a in HOW_NOT_WHAT:
+            skip = HOW_NOT_WHAT[a]
+        else:
+            out.append(a)
+    return out
+
+
 def check_args(run):
-    """A run folder started with other train.py flags must not be resumed or counted: -> None or the conflict."""
+    """A run folder started with other train.py flags must not be resumed or counted: -> None or the conflict.
+    Flags in HOW_NOT_WHAT may change (e.g. a smaller --micro-batch-size after running out of memory)."""
     old = _read_json(os.path.join(run['dir'], ARGS_FILE))
-    if old is not None and old != run['args']:
-        changed = sorted(set(old) ^ set(run['args']))
+    if old is not None and _what(old) != _what(run['args']):
+        changed = sorted(set(_what(old)) ^ set(_what(run['args'])))
         return f"{run['dir']} was started with other train.py flags ({' '.join(changed)[:200]})"
     return None
 

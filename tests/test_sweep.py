@@ -57,8 +57,8 @@ def test_a_run_folder_started_with_other_flags_is_a_conflict(tmp_path):
     assert launch.check_args(run) is None  # nothing recorded yet
     write(str(tmp_path / launch.ARGS_FILE), json.dumps(['--lr', '1e-3']))
     assert launch.check_args(run) is None
-    assert '--lr' not in (launch.check_args(dict(run, args=['--lr', '3e-3'])) or '--lr') and \
-        '3e-3' in launch.check_args(dict(run, args=['--lr', '3e-3']))
+    assert '3e-3' in launch.check_args(dict(run, args=['--lr', '3e-3']))
+    assert launch.check_args(dict(run, args=['--lr', '1e-3', '--micro-batch-size', '4', '--compile'])) is None
 
 
 def test_command_line_of_one_and_several_processes():
