@@ -158,9 +158,9 @@ print(f"sweep {args.preset}: {len(runs)} runs ({len(families)} families x {len(b
       + ", ".join(f"{v} {k}" for k, v in count.items() if v) + f"), {sum(r['budget'] for r in runs):.3g} training "
       f"FLOPs in all -> {out_dir}")
 for budget in sorted(budgets):
-    print(f"  {budget:.3g} FLOPs: " + ", ".join(f"{r['size']} ({r['params'] / 1e6:.3g}M, {r['tokens'] / r['params']:.3g}"
-                                                  f" tok/param)" for r in runs if r['budget'] == budget
-                                                  and r['family'] == families[0]))
+    print(f"  {budget:.3g} FLOPs: " + ", ".join(f"{r['size']} ({r['params'] / 1e6:.3g}M, "
+                                                  f"{r['tokens'] / r['params']:.3g} tok/param)" for r in runs
+                                                  if r['budget'] == budget and r['family'] == families[0]))
 if skipped:
     print(f"  outside the {preset['window'][0]}-{preset['window'][1]} tokens/param window, not run: "
           + ", ".join(skipped))

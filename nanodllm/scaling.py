@@ -96,9 +96,9 @@ def analyse(rows, reference='ar', pair=('mdlm', 'mdlm-elbo')):
     laws = {}
     for family in sorted({f for f, _ in curves}):
         opt = sorted((b, c['n_opt'], c['loss_opt']) for (f, b), c in curves.items() if f == family and c['bracketed'])
-        laws[family] = dict(budgets=[b for b, _, _ in opt], n_opt=[n for _, n, _ in opt],
-                            loss_opt=[l for _, _, l in opt], n=fit_power_law([b for b, _, _ in opt], [n for _, n, _ in opt]),
-                            loss=fit_power_law([b for b, _, _ in opt], [l for _, _, l in opt]))
+        budgets, n_opt, loss_opt = ([o[i] for o in opt] for i in range(3))
+        laws[family] = dict(budgets=budgets, n_opt=n_opt, loss_opt=loss_opt,
+                            n=fit_power_law(budgets, n_opt), loss=fit_power_law(budgets, loss_opt))
 
     def against(ref, family):
         """[(budget, m, extrapolated)] of `family` against `ref`'s L*(C) law, at each of `family`'s optima."""
@@ -211,22 +211,27 @@ def _fmt_n(n):
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
 
 
+def _table(header, rows):
+    """Markdown table lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
+        ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+
+
 def write_report(path, analysis, labels, setup, failed=(), figures=('isoflop.png', 'optima.png')):
     """report.md: set-up, optima table, exponents, multipliers (the paper's numbers beside ours), failed runs, and
     what this scale can and cannot show. `setup` is a list of (name, value) lines; failed: (run, error) pairs."""
     fams = [f for f in labels if any(f == k for k, _ in analysis['curves'])]
     budgets = sorted({b for _, b in analysis['curves']})
-    ref = analysis['reference']
-    out = ["# Iso-FLOP scaling sweep", ""]
-    out += [f"- **{k}**: {v}" for k, v in setup] + [""]
+    ref, laws = analysis['reference'], analysis['laws']
+    out = ["# Iso-FLOP scaling sweep", ""] + [f"- **{k}**: {v}" for k, v in setup] + [""]
     out += [f"![iso-FLOP curves]({figures[0]})", "", f"![optima]({figures[1]})", ""]
 
+    # optima per budget, and the paper's
     out += ["## Compute-optimal size N* and loss L* per budget", "",
             "Parabola of the validation loss in log10 N over the sizes of each budget; N counts non-embedding "
             "parameters, L is in nats/token (NELBO upper bound for the diffusion families); "
-            "D* = C / (6 N*) tokens. *not bracketed* means the grid does not contain the minimum.", "",
-            "| FLOPs | " + " | ".join(labels[f] for f in fams) + " |", "|---|" + "---|" * len(fams)]
-    notes = []
+            "D* = C / (6 N*) tokens. *not bracketed* means the grid does not contain the minimum.", ""]
+    rows, notes = [], []
     for b in budgets:
         cells = []
         for f in fams:
@@ -235,69 +240,70 @@ def write_report(path, analysis, labels, setup, failed=(), figures=('isoflop.png
                 cells.append('-')
             elif c['bracketed']:
                 d = b / (6 * c['n_opt'])
-                cells.append(f"{_fmt_n(c['n_opt'])}, {c['loss_opt']:.3f} (D* {_fmt_n(d)}, {d / c['n_opt']:.3g} tok/param)")
+                cells.append(f"{_fmt_n(c['n_opt'])}, {c['loss_opt']:.3f} (D* {_fmt_n(d)}, "
+                             f"{d / c['n_opt']:.3g} tok/param)")
             else:
                 cells.append('*not bracketed*')
                 notes.append(f"- {labels[f]} at {b:.3g}: {c['reason']}")
-        out.append(f"| {b:.3g} | " + " | ".join(cells) + " |")
-    out += [""] + notes + ([""] if notes else [])
-
+        rows.append([f"{b:.3g}"] + cells)
+    out += _table(['FLOPs'] + [labels[f] for f in fams], rows) + notes + ([""] if notes else [])
     paper_opt, tag = PAPER['optima']
-    out += [f"The paper's optima for comparison ({tag}; SlimPajama, L = 2048, Llama-2 tokens):", "",
-            "| FLOPs | " + " | ".join(labels.get(f, f) for f in ('ar', 'mdlm', 'duo', 'eso')) + " |", "|---|---|---|---|---|"]
-    out += [f"| {b:.3g} | " + " | ".join(f"~{_fmt_n(n)}, {l}" for n, l in (row[f] for f in ('ar', 'mdlm', 'duo', 'eso')))
-            + " |" for b, row in paper_opt.items()] + [""]
+    paper_fams = ('ar', 'mdlm', 'duo', 'eso')
+    out += [f"The paper's optima for comparison ({tag}; SlimPajama, L = 2048, Llama-2 tokens):", ""]
+    out += _table(['FLOPs'] + [labels.get(f, f) for f in paper_fams],
+                  [[f"{b:.3g}"] + [f"~{_fmt_n(row[f][0])}, {row[f][1]}" for f in paper_fams]
+                   for b, row in paper_opt.items()])
 
+    # power laws
+    (pa, tag_a), (pb, _) = PAPER['exponent_n'], PAPER['exponent_loss']
     out += ["## Power laws across budgets", "",
             "N* = k C^a and L* = k C^b, straight lines in log-log (no irreducible-loss term), over the bracketed "
-            "budgets only.", "",
-            "| family | budgets | a (N* ∝ C^a) | paper a | b (L* ∝ C^b) | paper b |", "|---|---|---|---|---|---|"]
-    (pa, tag_a), (pb, tag_b) = PAPER['exponent_n'], PAPER['exponent_loss']
+            f"budgets only. The paper's exponents: {tag_a} (not the paper's own fits).", ""]
+    rows = []
     for f in fams:
-        law = analysis['laws'].get(f, {})
-        a = f"{law['n']['exponent']:.3f}" if law.get('n') else '-'
-        bb = f"{law['loss']['exponent']:.4f}" if law.get('loss') else '-'
-        out.append(f"| {labels[f]} | {len(law.get('budgets', []))} | {a} | {pa.get(f, '-')} | {bb} | {pb.get(f, '-')} |")
-    out += ["", f"Paper exponents: {tag_a} (not the paper's own fits).", ""]
+        law = laws.get(f, {})
+        rows.append([labels[f], len(law.get('budgets', [])),
+                     f"{law['n']['exponent']:.3f}" if law.get('n') else '-', pa.get(f, '-'),
+                     f"{law['loss']['exponent']:.4f}" if law.get('loss') else '-', pb.get(f, '-')])
+    out += _table(['family', 'budgets', 'a (N* ∝ C^a)', 'paper a', 'b (L* ∝ C^b)', 'paper b'], rows)
 
+    # compute multipliers against the reference family (AR)
     (pm, tag_m), (pmf, tag_mf) = PAPER['multiplier'], PAPER['multiplier_figure']
-    ref_law = analysis['laws'].get(ref, {})
-    out += [f"## Compute multipliers against {labels.get(ref, ref)}", "",
-            f"m = C / C_{ref}: the compute {labels.get(ref, ref)}'s L*(C) law needs to reach the family's L* at "
-            f"budget C, as a multiple (the paper's convention: \"MDLM needs ~14x the compute of AR\"). "
-            f"Geometric mean over the family's bracketed budgets; * marks values read off the law outside the "
-            f"budgets it was fitted on (extrapolated).", "",
-            "| family | " + " | ".join(f"{b:.3g}" for b in budgets) + f" | mean | paper {tag_m} | paper {tag_mf} |",
-            "|---|" + "---|" * (len(budgets) + 3)]
+    name = labels.get(ref, ref)
+    out += [f"## Compute multipliers against {name}", "",
+            f"m = C / C_{ref}: the compute {name}'s L*(C) law needs to reach the family's L* at budget C, as a "
+            f"multiple (the paper's convention: \"MDLM needs ~14x the compute of AR\"). Geometric mean over the "
+            f"family's bracketed budgets; * marks values read off the law outside the budgets it was fitted on "
+            f"(extrapolated).", ""]
+    rows = []
     for f in fams:
         if f == ref:
             continue
         ms = {b: (m, x) for b, m, x in analysis['multipliers'].get(f, [])}
-        cells = [f"{ms[b][0]:.2f}{'*' if ms[b][1] else ''}" if b in ms else '-' for b in budgets]
         mean = geometric_mean([m for m, _ in ms.values()])
-        cells += [f"{mean:.2f}" if mean else '-', str(pm.get(f, '-')), str(pmf.get(f, '-'))]
-        out.append(f"| {labels[f]} | " + " | ".join(cells) + " |")
-    if not ref_law.get('loss'):
-        out += ["", f"({labels.get(ref, ref)} has fewer than 2 bracketed budgets: no law to measure against.)"]
-    out.append("")
+        rows.append([labels[f]] + [f"{ms[b][0]:.2f}{'*' if ms[b][1] else ''}" if b in ms else '-' for b in budgets]
+                    + [f"{mean:.2f}" if mean else '-', pm.get(f, '-'), pmf.get(f, '-')])
+    out += _table(['family'] + [f"{b:.3g}" for b in budgets] + ['mean', f"paper {tag_m}", f"paper {tag_mf}"], rows)
+    if not laws.get(ref, {}).get('loss'):
+        out += [f"({name} has fewer than 2 bracketed budgets: no law to measure against.)", ""]
 
+    # the "12%" claim: MDLM trained on the NELBO against MDLM trained on low-var
     pv, tag_p = PAPER['lowvar_vs_elbo']
     pair = analysis['pair']
     out += ["## Low-variance training vs NELBO training (MDLM)", ""]
     if pair and pair['values']:
-        ms = [m for _, m, _ in pair['values']]
-        mean = geometric_mean(ms)
+        mean = geometric_mean([m for _, m, _ in pair['values']])
+        per_budget = ", ".join(f"{b:.3g}: {m:.2f}{'*' if x else ''}" for b, m, x in pair['values'])
         out += [f"The NELBO-trained MDLM spends {mean:.2f}x the compute the low-var MDLM law needs for the same loss "
-                f"(per budget: " + ", ".join(f"{b:.3g}: {m:.2f}{'*' if x else ''}" for b, m, x in pair['values'])
-                + f"), i.e. low-var training is {100 * (1 - 1 / mean):.0f}% more FLOPs-efficient. "
-                f"Paper: {pv:.2f}x, {100 * (1 - 1 / pv):.0f}% {tag_p}.", ""]
+                f"(per budget: {per_budget}), i.e. low-var training is {100 * (1 - 1 / mean):.0f}% more "
+                f"FLOPs-efficient. Paper: {pv:.2f}x, {100 * (1 - 1 / pv):.0f}% {tag_p}.", ""]
     else:
         out += ["Not measured: needs bracketed optima for both MDLM variants at 2+ budgets "
                 f"(paper: {100 * (1 - 1 / pv):.0f}% {tag_p}).", ""]
 
     if failed:
-        out += ["## Runs that did not finish", "", "| run | error |", "|---|---|"]
-        out += [f"| {name} | {str(err).replace('|', '/')} |" for name, err in failed] + [""]
+        out += ["## Runs that did not finish", ""]
+        out += _table(['run', 'error'], [[run, str(err).replace('|', '/')] for run, err in failed])
 
     out += ["## What this scale can and cannot show", ""]
     if max(budgets, default=0) < 1e18:
