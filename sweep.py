@@ -103,10 +103,10 @@ p.add_argument('train_args', nargs='*', help='extra train.py flags for every run
 args = p.parse_args()
 
 preset = PRESETS[args.preset]
-families = args.families.split(',') if args.families else preset['families']
-sizes = args.sizes.split(',') if args.sizes else preset['sizes']
+families = list(dict.fromkeys(args.families.split(','))) if args.families else preset['families']
+sizes = list(dict.fromkeys(args.sizes.split(','))) if args.sizes else preset['sizes']
 try:
-    budgets = [float(b) for b in args.budgets.split(',')] if args.budgets else preset['budgets']
+    budgets = sorted({float(b) for b in args.budgets.split(',')}) if args.budgets else preset['budgets']
 except ValueError:
     p.error(f"--budgets {args.budgets!r}: pass comma-separated numbers, e.g. 1e12,3e12")
 corpus = args.data or preset['data']
@@ -134,11 +134,11 @@ for budget in sorted(budgets):
             skipped.append(f"{size}@{budget:.3g} ({tokens / n:.3g} tok/param)")
             continue
         for family in families:
-            name = f"{family}_{size}_{budget:.3g}"
+            name = f"{family}_{size}_{budget:g}"
             runs.append(dict(name=name, family=family, size=size, budget=budget, params=n, tokens=tokens,
                              dir=os.path.join(out_dir, 'runs', name),
                              args=['--data', corpus or '', '--tokenizer', preset['tokenizer']] + preset['train']
-                             + FAMILIES[family][1] + ['--size', size, '--flops', f"{budget:g}"] + args.train_args))
+                             + FAMILIES[family][1] + ['--size', size, '--flops', f"{budget:.10g}"] + args.train_args))
 if not runs:
     p.error(f"no (size, budget) pair trains on {preset['window'][0]}-{preset['window'][1]} tokens per parameter: "
             f"pick other --sizes or --budgets (skipped: {', '.join(skipped)})")
@@ -203,7 +203,7 @@ if todo and not args.collect and args.launcher == 'slurm':
     script = os.path.join(out_dir, 'sweep.sbatch')
     with open(script, 'w') as f:
         f.write(launch.slurm_script(todo, TRAIN_PY, args.nproc_per_node, args.jobs, os.getcwd(),
-                                    os.path.join(out_dir, 'slurm')))
+                                    os.path.abspath(os.path.join(out_dir, 'slurm'))))
     os.makedirs(os.path.join(out_dir, 'slurm'), exist_ok=True)
     print(f"wrote {script} ({len(todo)} array tasks). Submit it with `sbatch {script}`; when the tasks are done, "
           f"fit and plot with the same command plus --collect (rerunning it without --collect writes a script "
