@@ -192,9 +192,14 @@ launch.write_index(index_path, index.values())
 interrupted = False
 if todo and not args.collect:
     try:  # tokenize the corpus once, here: a bad --data is one line now, and the runs do not race to write it
-        data.prepare(corpus, preset['tokenizer'])
+        meta = data.prepare(corpus, preset['tokenizer'])
     except (ValueError, OSError) as e:
         p.error(str(e))
+    flags = preset['train'] + args.train_args
+    n_eval = int(flags[len(flags) - 1 - flags[::-1].index('--eval-sequences') + 1])  # the last one given wins
+    if meta['val_tokens'] // seq_len < n_eval:
+        p.error(f"the validation split of {corpus} holds {meta['val_tokens'] // seq_len} sequences of {seq_len} "
+                f"tokens but every run evaluates on {n_eval}: use a larger corpus, or add -- --eval-sequences N")
     for run in todo:
         os.makedirs(run['dir'], exist_ok=True)
         with open(os.path.join(run['dir'], launch.ARGS_FILE), 'w') as f:

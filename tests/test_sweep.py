@@ -201,6 +201,13 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith('error:') and message in lines[0]
 
 
+def test_a_corpus_too_small_to_evaluate_on_is_refused_before_any_run(tmp_path):
+    (tmp_path / 'small.txt').write_text('to be or not to be ' * 1000)  # 19k bytes: 15 validation sequences of 64
+    out = sweep(['--preset', 'quick', '--data', 'small.txt'], tmp_path, check=False)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith('error: the validation split')
+    assert not (tmp_path / 'runs' / 'sweep_quick' / 'runs').exists()
+
+
 def test_a_run_folder_with_other_flags_is_refused_not_mixed(tmp_path):
     run_dir = tmp_path / 'runs' / 'sweep_quick' / 'runs' / 'ar_zepto_1e+10'
     write(str(run_dir / launch.ARGS_FILE), json.dumps(['--lr', '1']))
