@@ -183,7 +183,8 @@ def record(run, status=None):
     return dict(name=run['name'], family=run['family'], size=run['size'], budget=run['budget'],
                 status=status or st, error=None if status else err, dir=run['dir'], val_loss=res.get('val_loss'),
                 non_embedding_params=res.get('non_embedding_params', run['params']), step=res.get('step'),
-                steps=res.get('steps'), train_flops=res.get('train_flops'), seconds=res.get('seconds'),
+                steps=res.get('steps'), tokens=res.get('tokens'), train_flops=res.get('train_flops'),
+                seconds=res.get('seconds'),
                 command=launch.command(run, TRAIN_PY, args.nproc_per_node))
 
 
@@ -255,8 +256,8 @@ elif todo and not args.collect:
 # fits: a parabola per (family, budget), power laws across budgets, multipliers against AR
 index = {r['name']: record(r) for r in runs}
 launch.write_index(index_path, index.values())
-finished_rows = [dict(family=i['family'], budget=i['budget'], params=i['non_embedding_params'], loss=i['val_loss'])
-                 for i in index.values() if i['status'] == 'completed']
+finished_rows = [dict(family=i['family'], budget=i['budget'], params=i['non_embedding_params'], loss=i['val_loss'],
+                      tokens=i['tokens']) for i in index.values() if i['status'] == 'completed']
 analysis = scaling.analyse(finished_rows)
 
 # -----------------------------------------------------------------------------

@@ -4,7 +4,11 @@ Input: one row per finished run, dict(family, budget C, params N = non-embedding
 - `fit_isoflop`: per (family, budget), a parabola of loss in log10 N -> the compute-optimal N*, L*; a minimum the
   grid does not bracket (vertex outside the sizes, or a parabola that opens downwards) is reported, not used.
 - `fit_power_law`: across budgets, N* = k C^a and L* = k C^b (pure power laws, straight lines in log-log; with
-  3-5 budgets there is too little to also fit an irreducible loss E as in L = E + k C^b). D* = C / (6 N*).
+  3-5 budgets there is too little to also fit an irreducible loss E as in L = E + k C^b).
+- D*: the tokens a model of size N* trains on at budget C. The paper's D* = C / (6 N*) assumes F = 2N forward FLOPs
+  per token; tiny models are far from that (their time-conditioning layers are parameters that cost no per-token
+  FLOPs: atto has F/2N = 0.18), so when the rows carry each run's `tokens` (C / 3F), D* is read off them
+  (log-log interpolation at N*) instead.
 - `multiplier`: the compute a reference family's L*(C) law needs to reach a family's L* at budget C, as a ratio:
   m = C / C_ref with L*_ref(C_ref) = L*(C). The paper's convention (MDLM needs ~14x AR's compute: m = 14).
 All fits are numpy.polyfit on log10 axes; nothing here solves anything by hand.
@@ -83,16 +87,22 @@ def multiplier(budget, loss, reference_law):
 
 
 def analyse(rows, reference='ar', pair=('mdlm', 'mdlm-elbo')):
-    """rows: dicts with family, budget, params, loss (finished runs only).
+    """rows: dicts with family, budget, params, loss and optionally tokens (finished runs only).
     -> dict(curves={(family, budget): fit + points}, laws={family: dict(n=law, loss=law, budgets=[...])},
             multipliers={family: [(budget, m, extrapolated)]}, pair={...} or None)."""
-    points = defaultdict(list)
+    points, tokens = defaultdict(list), defaultdict(list)
     for r in rows:
         points[r['family'], r['budget']].append((r['params'], r['loss']))
+        if r.get('tokens'):
+            tokens[r['family'], r['budget']].append((r['params'], r['tokens']))
     curves = {}
-    for key, pts in sorted(points.items()):
+    for (family, budget), pts in sorted(points.items()):
         pts = sorted(pts)
-        curves[key] = dict(fit_isoflop([p for p, _ in pts], [l for _, l in pts]), points=pts)
+        c = curves[family, budget] = dict(fit_isoflop([p for p, _ in pts], [l for _, l in pts]), points=pts)
+        if c['bracketed']:
+            tok = sorted(tokens[family, budget])
+            c['d_opt'] = (float(10 ** np.interp(np.log10(c['n_opt']), *np.log10(tok).T)) if len(tok) == len(pts)
+                          else budget / (6 * c['n_opt']))
     laws = {}
     for family in sorted({f for f, _ in curves}):
         opt = sorted((b, c['n_opt'], c['loss_opt']) for (f, b), c in curves.items() if f == family and c['bracketed'])
@@ -230,7 +240,8 @@ def write_report(path, analysis, labels, setup, failed=(), figures=('isoflop.png
     out += ["## Compute-optimal size N* and loss L* per budget", "",
             "Parabola of the validation loss in log10 N over the sizes of each budget; N counts non-embedding "
             "parameters, L is in nats/token (NELBO upper bound for the diffusion families); "
-            "D* = C / (6 N*) tokens. *not bracketed* means the grid does not contain the minimum.", ""]
+            "D* = the tokens a model of size N* trains on (the paper's C / (6 N*) when the runs' token counts are "
+            "unknown). *not bracketed* means the grid does not contain the minimum.", ""]
     rows, notes = [], []
     for b in budgets:
         cells = []
@@ -239,7 +250,7 @@ def write_report(path, analysis, labels, setup, failed=(), figures=('isoflop.png
             if c is None:
                 cells.append('-')
             elif c['bracketed']:
-                d = b / (6 * c['n_opt'])
+                d = c['d_opt']
                 cells.append(f"{_fmt_n(c['n_opt'])}, {c['loss_opt']:.3f} (D* {_fmt_n(d)}, "
                              f"{d / c['n_opt']:.3g} tok/param)")
             else:

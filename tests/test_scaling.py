@@ -116,6 +116,18 @@ def test_analyse_with_noise_recovers_exponents_within_tolerance():
             assert abs(a['laws'][family]['loss']['exponent'] - bl) < 0.002
 
 
+def test_tokens_at_the_optimum_come_from_the_runs_when_known():
+    """Rows with tokens = C / (3F) and F = 2N: D* equals the paper's C / (6 N*) (a power law interpolates exactly
+    in log-log); with F = N / 5 (tiny models: F << 2N) D* is 10x that; without tokens, C / (6 N*)."""
+    rows = synthetic_rows({'ar': FAMILIES['ar']}, BUDGETS)
+    for f_per_n, factor in ((2, 1), (0.2, 10)):
+        with_tokens = [dict(r, tokens=r['budget'] / (3 * f_per_n * r['params'])) for r in rows]
+        for (_, budget), c in scaling.analyse(with_tokens)['curves'].items():
+            assert c['d_opt'] == pytest.approx(factor * budget / (6 * c['n_opt']), rel=1e-9)
+    for (_, budget), c in scaling.analyse(rows)['curves'].items():
+        assert c['d_opt'] == budget / (6 * c['n_opt'])
+
+
 def test_unbracketed_budgets_are_left_out_of_the_laws():
     rows = synthetic_rows({'ar': FAMILIES['ar']}, BUDGETS)
     rows = [r for r in rows if not (r['budget'] == 3e13 and r['params'] < 0.05 * 3e13 ** 0.55)]  # cut below N*
