@@ -30,6 +30,13 @@ SIZES = {
     'micro': (128, 4, 4),
     'tiny':  (192, 6, 6),
     'small': (256, 8, 8),
+    # smaller CPU sizes, for the iso-FLOP curves of sweep.py's cpu and quick presets (zepto < atto < femto < pico <
+    # nano). At this width the time-conditioning layers (sigma map 49k, adaLN 768 d per block) are most of the
+    # non-embedding parameters: zepto has 89k, of which 78k condition on time.
+    'zepto': (16, 2, 2),
+    'atto':  (24, 2, 2),
+    'femto': (32, 2, 2),
+    'pico':  (48, 2, 2),
     # the paper's ladder
     '6M':    (256, 6, 4),      # 14,258,144
     '19M':   (384, 8, 6),      # 29,024,216

@@ -1,0 +1,288 @@
+"""The paper's iso-FLOP scaling study (spec paper.md §1.2-1.4): train every (family, size, FLOP budget) of a grid
+with train.py, fit the compute-optimal size and loss per budget, power laws across budgets and compute multipliers
+against AR, and write plots and report.md.
+
+    python sweep.py --preset quick                  # smoke test: 12 tiny runs, ~1 min on 2 CPU cores
+    python sweep.py                                 # the CPU study: 5 families x 3 budgets x 4 sizes, ~45 min
+    python sweep.py --preset gpu --data corpus/     # GPT-2 BPE, L = 1024, the paper's smaller sizes, one GPU
+    python sweep.py --preset paper --data corpus/ --launcher slurm --nproc-per-node 8   # writes a Slurm script
+    python sweep.py --preset paper --data corpus/ --collect                             # ... then fit what finished
+
+Running the same command again skips finished runs, resumes interrupted ones from their checkpoints, and re-fits;
+a run that fails is recorded (runs.jsonl, report.md) and the others go on. Ctrl-C stops every run cleanly.
+Reads straight down: presets -> arguments -> grid -> runs -> fits -> plots -> report.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+from tqdm import tqdm
+
+from nanodllm import data, flops, launch, scaling
+from nanodllm.config import SIZES, get_config
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+TRAIN_PY = os.path.join(ROOT, 'train.py')
+
+# -----------------------------------------------------------------------------
+# the families of the study: name -> (label, train.py flags). As in the paper (§1.2): MDLM and Eso-LM train on the
+# low-var cross-entropy, Duo on its NELBO, Eso-LM with alpha0 = 1; MDLM on the NELBO is there for the "12%" claim.
+FAMILIES = {
+    'ar': ('AR', ['--family', 'ar']),
+    'mdlm': ('MDLM (low-var)', ['--family', 'mdlm', '--loss', 'low_var']),
+    'mdlm-elbo': ('MDLM (NELBO)', ['--family', 'mdlm', '--loss', 'elbo']),
+    'duo': ('Duo', ['--family', 'duo']),
+    'eso': ('Eso-LM (α0 = 1)', ['--family', 'eso', '--alpha0', '1']),
+}
+ALL = list(FAMILIES)
+LADDER = ['6M', '19M', '34M', '48M', '66M', '85M', '75M', '113M', '142M', '170M', '180M', '206M', '231M', '268M',
+          '302M', '336M', '472M', '551M', '571M', '629M', '666M', '761M', '831M', '944M', '1233M', '1476M', '1678M',
+          '2121M']  # the paper's sizes (spec §6.1), in order of non-embedding parameters at V = 32001
+
+# Presets. A (size, budget) pair is trained only if it sees between window[0] and window[1] tokens per
+# non-embedding parameter (D = C / 3F): far outside, every family is far from its optimum (the paper's optima sit at
+# 14-75 tokens/parameter), so the grid follows the optimum up the sizes as the budget grows. `train`: the train.py
+# flags of every run; one batch, L and learning rate for all sizes and families, as in the paper.
+PRESETS = {
+    # smoke test (< 2 min on 2 CPU cores): the three smallest sizes, two families, two budgets of 100-600 steps
+    'quick': dict(families=['ar', 'mdlm'], sizes=['zepto', 'atto', 'femto'], budgets=[1e10, 2e10],
+                  data='shakespeare', tokenizer='byte', window=(0.1, 1e5),
+                  train=['--seq-len', '64', '--batch-size', '8', '--lr', '3e-3', '--eval-sequences', '64',
+                         '--eval-every', '1000', '--log-every', '50']),
+    # the default, ~45 min on 2 CPU cores: bundled Shakespeare, byte tokens, every family, 4 sizes per budget around
+    # the optima of AR and MDLM (measured: AR's near atto at 5e11, pico at 2e12). The budgets buy 1-8M tokens a run,
+    # so the batch is small (8 x 128 = 1,024 tokens): every run gets >= 1,100 steps. lr 3e-3: of 1e-3, 3e-3, 1e-2,
+    # the best for nano at 5e11 (femto prefers 1e-2, so a single rate slightly favours the larger sizes).
+    'cpu': dict(families=ALL, sizes=['zepto', 'atto', 'femto', 'pico', 'nano'],
+                budgets=[5e11, 1e12, 2e12], data='shakespeare', tokenizer='byte', window=(3, 150),
+                train=['--seq-len', '128', '--batch-size', '8', '--lr', '3e-3', '--eval-sequences', '512',
+                       '--eval-every', '1000', '--log-every', '50']),
+    # one GPU, a few hours (3.8e18 FLOPs: ~4-7 h on an H100 at 150-250 TFLOP/s, an estimate): GPT-2 BPE, L = 1024,
+    # the lower rungs of the paper's ladder and three CPU sizes below them (with GPT-2's 50k-row head, small models
+    # are mostly head). Batch 64 x 1024 = 65k tokens, >= 1,400 steps a run; lr 1e-3 (a guess between the paper's
+    # 2e-4 at 8x the batch and 3e-3 on CPU, not tuned).
+    'gpu': dict(families=ALL, sizes=['nano', 'micro', 'tiny'] + LADDER[:9], budgets=[1e16, 3e16, 1e17], data=None,
+                tokenizer='gpt2', window=(3, 300),
+                train=['--seq-len', '1024', '--batch-size', '64', '--lr', '1e-3', '--eval-sequences', '512',
+                       '--eval-every', '1000', '--log-every', '50', '--compile']),
+    # the paper's grid (§1.2, §6.3) for a cluster: budgets 6e18 ... 1e20, its sizes, L = 2048, batch 256 x 2048,
+    # lr 2e-4 -> 2e-5 (GPT-2 BPE instead of the paper's Llama-2 tokenizer, which nanodllm does not ship)
+    'paper': dict(families=ALL, sizes=LADDER, budgets=[6e18, 1e19, 3e19, 6e19, 1e20], data=None,
+                  tokenizer='gpt2', window=(3, 300),
+                  train=['--seq-len', '2048', '--batch-size', '256', '--micro-batch-size', '8', '--lr', '2e-4',
+                         '--min-lr', '2e-5', '--eval-sequences', '2048', '--eval-every', '10000', '--log-every',
+                         '100', '--compile']),
+}
+
+
+# -----------------------------------------------------------------------------
+# arguments
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2, no usage block
+        self.exit(2, f"error: {message}\n")
+
+
+p = Parser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+p.add_argument('--preset', choices=PRESETS, default='cpu', help='the grid and train.py flags (see PRESETS)')
+p.add_argument('--families', help=f"comma-separated, overrides the preset's: {', '.join(FAMILIES)}")
+p.add_argument('--sizes', help="comma-separated names from nanodllm/config.py SIZES, overrides the preset's")
+p.add_argument('--budgets', help="comma-separated training FLOPs, e.g. 1e12,3e12, overrides the preset's")
+p.add_argument('--data', help="corpus ('shakespeare', a .txt file or a folder of .txt), overrides the preset's")
+p.add_argument('--out-dir', help='where runs/, runs.jsonl, the plots and report.md go (default: runs/sweep_<preset>)')
+p.add_argument('--jobs', type=int, default=0,
+               help='runs at once on this machine (0: one per GPU, or one per CPU core with one thread each)')
+p.add_argument('--nproc-per-node', type=int, default=1, help='processes (GPUs) per run, through torchrun')
+p.add_argument('--launcher', choices=('local', 'slurm'), default='local',
+               help='local: run here; slurm: write <out-dir>/sweep.sbatch (one array task per run) and stop')
+p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished')
+p.add_argument('--retry-failed', action='store_true', help='run failed runs again (from their checkpoint if any)')
+p.add_argument('--dry-run', action='store_true', help='print the grid and what would run, then stop')
+p.add_argument('train_args', nargs='*', help='extra train.py flags for every run, after --, e.g. -- --seed 2')
+args = p.parse_args()
+
+preset = PRESETS[args.preset]
+families = list(dict.fromkeys(args.families.split(','))) if args.families else preset['families']
+sizes = list(dict.fromkeys(args.sizes.split(','))) if args.sizes else preset['sizes']
+try:
+    budgets = sorted({float(b) for b in args.budgets.split(',')}) if args.budgets else preset['budgets']
+except ValueError:
+    p.error(f"--budgets {args.budgets!r}: pass comma-separated numbers, e.g. 1e12,3e12")
+corpus = args.data or preset['data']
+out_dir = args.out_dir or os.path.join('runs', f'sweep_{args.preset}')
+for name, given, valid in (('family', families, FAMILIES), ('size', sizes, SIZES)):
+    if any(g not in valid for g in given):
+        p.error(f"unknown {name} {next(g for g in given if g not in valid)!r}; valid: {', '.join(valid)}")
+if any(not b > 0 for b in budgets):
+    p.error("--budgets must be positive numbers of FLOPs")
+if corpus is None and not args.collect:
+    p.error(f"--preset {args.preset} needs --data: a .txt file or a folder of .txt files (e.g. a SlimPajama dump)")
+if args.jobs < 0 or args.nproc_per_node < 1:
+    p.error("--jobs must be >= 0 and --nproc-per-node >= 1")
+
+# -----------------------------------------------------------------------------
+# grid: every (family, size, budget) whose tokens per parameter fall in the preset's window
+vocab = data.get_tokenizer(preset['tokenizer']).n_vocab + 1
+seq_len = int(preset['train'][preset['train'].index('--seq-len') + 1])
+runs, skipped = [], []
+for budget in sorted(budgets):
+    for size in sizes:
+        cfg = get_config(size, vocab, seq_len)
+        n, tokens = flops.non_embedding_params(cfg), budget / (3 * flops.forward_flops_per_token(cfg))
+        if not preset['window'][0] <= tokens / n <= preset['window'][1]:
+            skipped.append(f"{size}@{budget:.3g} ({tokens / n:.3g} tok/param)")
+            continue
+        for family in families:
+            name = f"{family}_{size}_{budget:g}"
+            runs.append(dict(name=name, family=family, size=size, budget=budget, params=n, tokens=tokens,
+                             dir=os.path.join(out_dir, 'runs', name),
+                             args=['--data', corpus or '', '--tokenizer', preset['tokenizer']] + preset['train']
+                             + FAMILIES[family][1] + ['--size', size, '--flops', f"{budget:.10g}"] + args.train_args))
+if not runs:
+    p.error(f"no (size, budget) pair trains on {preset['window'][0]}-{preset['window'][1]} tokens per parameter: "
+            f"pick other --sizes or --budgets (skipped: {', '.join(skipped)})")
+try:  # one sweep at a time per out-dir (a dry run only reads)
+    sweep_lock = None if args.dry_run else launch.lock(out_dir)
+except ValueError as e:
+    p.error(str(e))
+state = {r['name']: launch.run_state(r['dir']) for r in runs}  # (state, results, error) from each run's folder
+for run in runs:
+    conflict = launch.check_args(run)
+    if conflict and not args.collect:
+        p.error(f"{conflict}: use another --out-dir, or delete that folder to train it again")
+todo = [r for r in runs if state[r['name']][0] in ('new', 'interrupted')
+        or (args.retry_failed and state[r['name']][0] == 'failed')]
+count = {s: sum(state[r['name']][0] == s for r in runs) for s in ('completed', 'interrupted', 'failed', 'new')}
+print(f"sweep {args.preset}: {len(runs)} runs ({len(families)} families x {len(budgets)} budgets; "
+      + ", ".join(f"{v} {k}" for k, v in count.items() if v) + f"), {sum(r['budget'] for r in runs):.3g} training "
+      f"FLOPs in all -> {out_dir}")
+for budget in sorted(budgets):
+    print(f"  {budget:.3g} FLOPs: " + ", ".join(f"{r['size']} ({r['params'] / 1e6:.3g}M, "
+                                                  f"{r['tokens'] / r['params']:.3g} tok/param)" for r in runs
+                                                  if r['budget'] == budget and r['family'] == families[0]))
+if skipped:
+    print(f"  outside the {preset['window'][0]}-{preset['window'][1]} tokens/param window, not run: "
+          + ", ".join(skipped))
+if count['failed'] and not args.retry_failed:
+    print(f"  {count['failed']} failed run(s) are not run again: pass --retry-failed to retry them")
+if args.dry_run:
+    sys.exit(0)
+if not todo and not args.collect:
+    print("nothing to train: every run has finished (or failed)")
+
+# -----------------------------------------------------------------------------
+# runs: here through a pool of processes, or on a cluster through a Slurm array
+index_path = os.path.join(out_dir, 'runs.jsonl')
+
+
+def record(run, status=None):
+    """The index line of a run: its state from its folder (or `status` while it runs) and its results."""
+    st, res, err = launch.run_state(run['dir'])
+    res = res or {}
+    return dict(name=run['name'], family=run['family'], size=run['size'], budget=run['budget'],
+                status=status or st, error=None if status else err, dir=run['dir'], val_loss=res.get('val_loss'),
+                non_embedding_params=res.get('non_embedding_params', run['params']), step=res.get('step'),
+                steps=res.get('steps'), tokens=res.get('tokens'), train_flops=res.get('train_flops'),
+                seconds=res.get('seconds'),
+                command=launch.command(run, TRAIN_PY, args.nproc_per_node))
+
+
+index = {r['name']: record(r) for r in runs}
+launch.write_index(index_path, index.values())
+interrupted = False
+if todo and not args.collect:
+    try:  # tokenize the corpus once, here: a bad --data is one line now, and the runs do not race to write it
+        meta = data.prepare(corpus, preset['tokenizer'])
+    except (ValueError, OSError) as e:
+        p.error(str(e))
+    flags = preset['train'] + args.train_args
+    n_eval = int(flags[len(flags) - 1 - flags[::-1].index('--eval-sequences') + 1])  # the last one given wins
+    if meta['val_tokens'] // seq_len < n_eval:
+        p.error(f"the validation split of {corpus} holds {meta['val_tokens'] // seq_len} sequences of {seq_len} "
+                f"tokens but every run evaluates on {n_eval}: use a larger corpus, or add -- --eval-sequences N")
+    for run in todo:
+        os.makedirs(run['dir'], exist_ok=True)
+        with open(os.path.join(run['dir'], launch.ARGS_FILE), 'w') as f:
+            json.dump(run['args'], f)
+if todo and not args.collect and args.launcher == 'slurm':
+    script = os.path.join(out_dir, 'sweep.sbatch')
+    with open(script, 'w') as f:
+        f.write(launch.slurm_script(todo, TRAIN_PY, args.nproc_per_node, args.jobs, os.getcwd(),
+                                    os.path.abspath(os.path.join(out_dir, 'slurm'))))
+    os.makedirs(os.path.join(out_dir, 'slurm'), exist_ok=True)
+    print(f"wrote {script} ({len(todo)} array tasks). Submit it with `sbatch {script}`; when the tasks are done, "
+          f"fit and plot with the same command plus --collect (rerunning it without --collect writes a script "
+          f"for the runs still missing).")
+elif todo and not args.collect:
+    n_gpus = torch.cuda.device_count()
+    n_cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    if n_gpus and args.nproc_per_node > n_gpus:
+        p.error(f"--nproc-per-node {args.nproc_per_node} needs that many GPUs; this machine has {n_gpus}")
+    jobs = args.jobs or max(1, (n_gpus or n_cores) // args.nproc_per_node)
+    envs = launch.slot_envs(jobs, args.nproc_per_node, n_gpus, n_cores, os.environ.get('OMP_NUM_THREADS'))
+    print(f"training {len(todo)} runs, {jobs} at a time, each with " + (
+        f"{args.nproc_per_node} GPU(s)" if n_gpus else f"{envs[0]['OMP_NUM_THREADS']} CPU thread(s)"))
+    # the bar counts FLOPs, so its ETA weighs each run by its budget rather than counting runs as equal
+    bar = tqdm(total=sum(r['budget'] for r in todo), unit='FLOP', unit_scale=True, desc='sweep', dynamic_ncols=True,
+               bar_format='{l_bar}{bar}| {n_fmt}/{total_fmt} FLOPs [{elapsed}<{remaining}{postfix}]')
+    done = {'ok': 0, 'failed': 0}
+
+    def started(run):
+        index[run['name']] = record(run, status='running')
+        launch.write_index(index_path, index.values())
+
+    def finished(run, code):
+        index[run['name']] = rec = record(run)
+        launch.write_index(index_path, index.values())
+        if rec['status'] == 'completed':
+            done['ok'] += 1
+            bar.update(run['budget'])
+        elif rec['status'] == 'failed':
+            done['failed'] += 1
+            bar.update(run['budget'])
+            tqdm.write(f"{run['name']} failed: {rec['error']}")
+        bar.set_postfix_str(f"{done['ok']}/{len(todo)} runs done" + (f", {done['failed']} failed"
+                                                                        if done['failed'] else ''))
+    try:  # a run with a checkpoint (interrupted, or failed and retried) continues from it
+        launch.run_pool(todo, [launch.command(r, TRAIN_PY, args.nproc_per_node,
+                                              resume=os.path.isfile(os.path.join(r['dir'], 'ckpt.pt')))
+                               for r in todo], envs, started, finished)
+    except KeyboardInterrupt:
+        interrupted = True
+    bar.close()
+
+# -----------------------------------------------------------------------------
+# fits: a parabola per (family, budget), power laws across budgets, multipliers against AR
+index = {r['name']: record(r) for r in runs}
+launch.write_index(index_path, index.values())
+finished_rows = [dict(family=i['family'], budget=i['budget'], params=i['non_embedding_params'], loss=i['val_loss'],
+                      tokens=i['tokens']) for i in index.values() if i['status'] == 'completed']
+analysis = scaling.analyse(finished_rows)
+
+# -----------------------------------------------------------------------------
+# plots and report
+labels = {f: FAMILIES[f][0] for f in FAMILIES}
+if finished_rows:
+    scaling.plot_isoflop(analysis, os.path.join(out_dir, 'isoflop.png'), labels)
+    scaling.plot_optima(analysis, os.path.join(out_dir, 'optima.png'), labels)
+failed = [(i['name'], i['error']) for i in index.values() if i['status'] == 'failed']
+results = [launch.run_state(i['dir'])[1] for i in index.values() if i['status'] == 'completed']
+setup = [('command', ' '.join(['python sweep.py'] + sys.argv[1:])),
+         ('data', f"{corpus}, {preset['tokenizer']} tokens, " + ' '.join(preset['train'] + args.train_args)),
+         ('runs', f"{len(finished_rows)} of {len(runs)} completed, {len(failed)} failed; "
+                  f"{sum(r['seconds'] for r in results) / 60:.1f} min of training in all"),
+         ('devices', ', '.join(sorted({f"{r.get('device')} ({r.get('dtype')})" for r in results})) or '-'),
+         ('git commit', ', '.join(sorted({str(r.get('git_commit'))[:10] for r in results})) or '-')]
+scaling.write_report(os.path.join(out_dir, 'report.md'), analysis, labels, setup, failed)
+for (family, budget), c in sorted(analysis['curves'].items()):
+    print(f"  {family:>9} @ {budget:.3g}: " + (f"N* = {c['n_opt']:.3g}, L* = {c['loss_opt']:.4f}" if c['bracketed']
+                                              else f"not bracketed: {c['reason']}"))
+print(f"wrote {index_path}, {out_dir}/report.md" + (", isoflop.png, optima.png" if finished_rows else ""))
+if interrupted:
+    print("interrupted: the runs saved checkpoints; run the same command again to resume them", file=sys.stderr)
+    sys.exit(130)
+if failed:
+    print(f"error: {len(failed)} run(s) failed (errors in runs.jsonl and report.md); fix the cause and rerun with "
+          f"--retry-failed", file=sys.stderr)
+    sys.exit(1)
