@@ -12,7 +12,6 @@ Running the same command again skips finished runs, resumes interrupted ones fro
 a run that fails is recorded (runs.jsonl, report.md) and the others go on. Ctrl-C stops every run cleanly.
 Reads straight down: presets -> arguments -> grid -> runs -> fits -> plots -> report.
 """
-import argparse
 import json
 import os
 import sys
@@ -20,7 +19,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from nanodllm import data, flops, launch, scaling
+from nanodllm import cli, data, flops, launch, scaling
 from nanodllm.config import SIZES, get_config
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -79,21 +78,17 @@ PRESETS = {
 
 # -----------------------------------------------------------------------------
 # arguments
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit code 2, no usage block
-        self.exit(2, f"error: {message}\n")
-
-
-p = Parser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--preset', choices=PRESETS, default='cpu', help='the grid and train.py flags (see PRESETS)')
 p.add_argument('--families', help=f"comma-separated, overrides the preset's: {', '.join(FAMILIES)}")
 p.add_argument('--sizes', help="comma-separated names from nanodllm/config.py SIZES, overrides the preset's")
-p.add_argument('--budgets', help="comma-separated training FLOPs, e.g. 1e12,3e12, overrides the preset's")
+p.add_argument('--budgets', type=cli.list_of(cli.number(gt=0)),
+               help="comma-separated training FLOPs, e.g. 1e12,3e12, overrides the preset's")
 p.add_argument('--data', help="corpus ('shakespeare', a .txt file or a folder of .txt), overrides the preset's")
 p.add_argument('--out-dir', help='where runs/, runs.jsonl, the plots and report.md go (default: runs/sweep_<preset>)')
-p.add_argument('--jobs', type=int, default=0,
+p.add_argument('--jobs', type=cli.integer(min=0), default=0,
                help='runs at once on this machine (0: one per GPU, or one per CPU core with one thread each)')
-p.add_argument('--nproc-per-node', type=int, default=1, help='processes (GPUs) per run, through torchrun')
+p.add_argument('--nproc-per-node', type=cli.integer(min=1), default=1, help='processes (GPUs) per run, through torchrun')
 p.add_argument('--launcher', choices=('local', 'slurm'), default='local',
                help='local: run here; slurm: write <out-dir>/sweep.sbatch (one array task per run) and stop')
 p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished')
@@ -105,21 +100,14 @@ args = p.parse_args()
 preset = PRESETS[args.preset]
 families = list(dict.fromkeys(args.families.split(','))) if args.families else preset['families']
 sizes = list(dict.fromkeys(args.sizes.split(','))) if args.sizes else preset['sizes']
-try:
-    budgets = sorted({float(b) for b in args.budgets.split(',')}) if args.budgets else preset['budgets']
-except ValueError:
-    p.error(f"--budgets {args.budgets!r}: pass comma-separated numbers, e.g. 1e12,3e12")
+budgets = sorted(set(args.budgets)) if args.budgets else preset['budgets']
 corpus = args.data or preset['data']
 out_dir = args.out_dir or os.path.join('runs', f'sweep_{args.preset}')
 for name, given, valid in (('family', families, FAMILIES), ('size', sizes, SIZES)):
     if any(g not in valid for g in given):
-        p.error(f"unknown {name} {next(g for g in given if g not in valid)!r}; valid: {', '.join(valid)}")
-if any(not b > 0 for b in budgets):
-    p.error("--budgets must be positive numbers of FLOPs")
+        p.fail(f"unknown {name} {next(g for g in given if g not in valid)!r}; valid: {', '.join(valid)}")
 if corpus is None and not args.collect:
-    p.error(f"--preset {args.preset} needs --data: a .txt file or a folder of .txt files (e.g. a SlimPajama dump)")
-if args.jobs < 0 or args.nproc_per_node < 1:
-    p.error("--jobs must be >= 0 and --nproc-per-node >= 1")
+    p.fail(f"--preset {args.preset} needs --data: a .txt file or a folder of .txt files (e.g. a SlimPajama dump)")
 
 # -----------------------------------------------------------------------------
 # grid: every (family, size, budget) whose tokens per parameter fall in the preset's window
@@ -140,17 +128,17 @@ for budget in sorted(budgets):
                              args=['--data', corpus or '', '--tokenizer', preset['tokenizer']] + preset['train']
                              + FAMILIES[family][1] + ['--size', size, '--flops', f"{budget:.10g}"] + args.train_args))
 if not runs:
-    p.error(f"no (size, budget) pair trains on {preset['window'][0]}-{preset['window'][1]} tokens per parameter: "
+    p.fail(f"no (size, budget) pair trains on {preset['window'][0]}-{preset['window'][1]} tokens per parameter: "
             f"pick other --sizes or --budgets (skipped: {', '.join(skipped)})")
 try:  # one sweep at a time per out-dir (a dry run only reads)
     sweep_lock = None if args.dry_run else launch.lock(out_dir)
 except ValueError as e:
-    p.error(str(e))
+    p.fail(str(e))
 state = {r['name']: launch.run_state(r['dir']) for r in runs}  # (state, results, error) from each run's folder
 for run in runs:
     conflict = launch.check_args(run)
     if conflict and not args.collect:
-        p.error(f"{conflict}: use another --out-dir, or delete that folder to train it again")
+        p.fail(f"{conflict}: use another --out-dir, or delete that folder to train it again")
 todo = [r for r in runs if state[r['name']][0] in ('new', 'interrupted')
         or (args.retry_failed and state[r['name']][0] == 'failed')]
 count = {s: sum(state[r['name']][0] == s for r in runs) for s in ('completed', 'interrupted', 'failed', 'new')}
@@ -195,11 +183,11 @@ if todo and not args.collect:
     try:  # tokenize the corpus once, here: a bad --data is one line now, and the runs do not race to write it
         meta = data.prepare(corpus, preset['tokenizer'])
     except (ValueError, OSError) as e:
-        p.error(str(e))
+        p.fail(str(e))
     flags = preset['train'] + args.train_args
     n_eval = int(flags[len(flags) - 1 - flags[::-1].index('--eval-sequences') + 1])  # the last one given wins
     if meta['val_tokens'] // seq_len < n_eval:
-        p.error(f"the validation split of {corpus} holds {meta['val_tokens'] // seq_len} sequences of {seq_len} "
+        p.fail(f"the validation split of {corpus} holds {meta['val_tokens'] // seq_len} sequences of {seq_len} "
                 f"tokens but every run evaluates on {n_eval}: use a larger corpus, or add -- --eval-sequences N")
     for run in todo:
         os.makedirs(run['dir'], exist_ok=True)
@@ -218,7 +206,7 @@ elif todo and not args.collect:
     n_gpus = torch.cuda.device_count()
     n_cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
     if n_gpus and args.nproc_per_node > n_gpus:
-        p.error(f"--nproc-per-node {args.nproc_per_node} needs that many GPUs; this machine has {n_gpus}")
+        p.fail(f"--nproc-per-node {args.nproc_per_node} needs that many GPUs; this machine has {n_gpus}")
     jobs = args.jobs or max(1, (n_gpus or n_cores) // args.nproc_per_node)
     envs = launch.slot_envs(jobs, args.nproc_per_node, n_gpus, n_cores, os.environ.get('OMP_NUM_THREADS'))
     print(f"training {len(todo)} runs, {jobs} at a time, each with " + (

@@ -240,19 +240,7 @@ def test_slurm_launcher_writes_a_script_for_the_unfinished_runs(tmp_path):
     assert (tmp_path / 'runs' / 'sweep_quick' / 'report.md').exists()
 
 
-def train_py_has_the_contract():
-    """The end-to-end tests need train.py's hardened interface (--eval-sequences, results.json 'status')."""
-    help_text = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--help'], capture_output=True,
-                               text=True, env=ENV).stdout
-    return '--eval-sequences' in help_text and '--overwrite' in help_text
-
-
-needs_contract = pytest.mark.skipif(not train_py_has_the_contract(),
-                                    reason='train.py lacks --eval-sequences/--overwrite (the harden branch)')
-
-
 @pytest.mark.slow
-@needs_contract
 def test_quick_preset_end_to_end_resume_and_a_failing_run(tmp_path):
     """python sweep.py --preset quick: every run in its folder, the index, both PNGs and report.md. One run is made to
     fail (a corrupt checkpoint to resume): it is recorded with its error and the others finish. Running the same
@@ -301,7 +289,6 @@ def processes_in(folder):
 
 
 @pytest.mark.slow
-@needs_contract
 def test_ctrl_c_stops_the_sweep_cleanly_and_a_rerun_finishes_it(tmp_path):
     """SIGINT while runs are going: exit 130, no run left 'running' in the index, no train.py left behind; the
     same command then finishes the sweep, resuming what had a checkpoint."""
