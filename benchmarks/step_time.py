@@ -15,6 +15,7 @@ What is timed:
   families: AR, MDLM low-var and NELBO, Duo, Eso-LM alpha0 = 1, Eso-LM alpha0 = 0.5 with batch split 0.5;
 - 'gpt': a plain GPT of the same shape written below as the yardstick (LayerNorm, GELU, causal SDPA, learned
   positions, no adaLN, no rotary, no mask logit), with the same loss (shifted cross-entropy over L-1 targets);
+  'gpt' has nanoGPT's exact (erf) GELU, 'gpt tanh' GPT-2's tanh approximation, which the paper's DiT uses (§5);
 - sampling: AR + KV cache (L new tokens after BOS, L calls) against Eso-LM + KV cache with alpha0 = 0 (one token
   per call, L calls: the equal-NFE comparison) and with alpha0 = 1, steps = L (fewer calls: empty steps dropped);
 - --before REV: the same AR step and samplers from the nanodllm package of git revision REV (extracted to a temporary
@@ -55,15 +56,16 @@ FAMILY_STEPS = {  # name -> (family module, options)
 
 # ---------------------------------------------------------------------------------------------- the yardstick
 class GPTBlock(nn.Module):
-    """A plain pre-LN GPT block of the backbone's shape: LayerNorm, bias-free qkv/out, causal SDPA, 4x GELU MLP."""
+    """A plain pre-LN GPT block of the backbone's shape: LayerNorm, bias-free qkv/out, causal SDPA, 4x GELU MLP
+    (gelu='none': the exact erf GELU of nanoGPT; 'tanh': GPT-2's approximation, the one the paper's DiT uses)."""
 
-    def __init__(self, d, n_head):
+    def __init__(self, d, n_head, gelu='none'):
         super().__init__()
         self.n_head = n_head
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out = nn.Linear(d, d, bias=False)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate=gelu), nn.Linear(4 * d, d))
 
     def forward(self, x):
         B, T, d = x.shape
@@ -76,12 +78,12 @@ class GPTBlock(nn.Module):
 class GPT(nn.Module):
     """Token + learned position embeddings, GPTBlocks, final LayerNorm, an untied head with bias (V rows)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, gelu='none'):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.seq_len, cfg.n_embd)
-        self.blocks = nn.ModuleList([GPTBlock(cfg.n_embd, cfg.n_head) for _ in range(cfg.n_layer)])
+        self.blocks = nn.ModuleList([GPTBlock(cfg.n_embd, cfg.n_head, gelu) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size)
 
@@ -205,8 +207,9 @@ def step_comparison(args, size, V, timer, before):
             torch.manual_seed(0)
             steps[name] = make_step(Model(cfg).to(args.device), family.loss, x0, options, args.compile)
     if not args.only or 'gpt' in args.only:
-        torch.manual_seed(0)
-        steps['gpt'] = make_step(GPT(cfg).to(args.device), gpt_loss, x0, {}, args.compile)
+        for name, gelu in (('gpt', 'none'), ('gpt tanh', 'tanh')):
+            torch.manual_seed(0)
+            steps[name] = make_step(GPT(cfg, gelu).to(args.device), gpt_loss, x0, {}, args.compile)
     if before is not None and (not args.only or 'ar' in args.only):
         torch.manual_seed(0)
         steps['ar (before)'] = make_step(before['model'].Model(cfg).to(args.device), before['ar'].loss, x0, {},
@@ -216,8 +219,9 @@ def step_comparison(args, size, V, timer, before):
     reference = 'ar' if 'ar' in steps else 'gpt'
     result = dict(size=size, vocab_size=V, batch_size=args.batch_size, seq_len=args.seq_len, reference=reference,
                   rows=summarize(times, reference))
-    if 'gpt' in steps and 'ar' in steps:  # the backbone against the yardstick
-        result['ar_over_gpt'] = summarize({'ar': times['ar'], 'gpt': times['gpt']}, 'gpt')['ar']
+    for gpt in ('gpt', 'gpt tanh'):  # the backbone against the yardsticks
+        if gpt in steps and 'ar' in steps:
+            result[f'ar_over_{gpt.replace(" ", "_")}'] = summarize({'ar': times['ar'], gpt: times[gpt]}, gpt)['ar']
     return result
 
 
@@ -289,9 +293,11 @@ def main():
             print(f"\n### training step, size {size}, V = {V}, B = {args.batch_size}, L = {args.seq_len}"
                   f"{', compiled' if args.compile else ''} ({time.time() - t0:.0f} s so far)\n")
             print(table(r['rows'], r['reference']))
-            if 'ar_over_gpt' in r:
-                s = r['ar_over_gpt']
-                print(f"\nAR backbone / plain GPT: {s['ratio']:.3f}x ({s['ratio_q25']:.3f}-{s['ratio_q75']:.3f})")
+            for gpt in ('gpt', 'gpt_tanh'):
+                if f'ar_over_{gpt}' in r:
+                    s = r[f'ar_over_{gpt}']
+                    print(f"\nAR backbone / plain GPT ({gpt}): {s['ratio']:.3f}x "
+                          f"({s['ratio_q25']:.3f}-{s['ratio_q75']:.3f})")
     if not args.skip_sampling:
         for L in [int(x) for x in args.sample_lengths.split(',')]:
             r = sampling_comparison(args, L, timer, before)
