@@ -53,7 +53,8 @@ def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
 
     How it is computed: every log xbar_theta_j is log(1 - alpha) + l_j with l_j = log(1 + u p_j), u = V alpha /
     (1 - alpha), and l_j = softplus(log p_j + log u). The only sum over the V entries is S = sum_j l_j, so the
-    (B, L, V) work is one log-softmax, one add and one softplus (three temporaries); everything else is per position.
+    (B, L, V) work is one log-softmax, one add and one softplus (three temporaries) and one gather (z_t and x0
+    together: one scatter in the backward); everything else is per position.
     """
     V = log_p.size(-1)
     alpha_t = torch.as_tensor(alpha_t, dtype=log_p.dtype, device=log_p.device).expand(zt.shape)   # (B, L)
@@ -63,9 +64,9 @@ def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
     log_u = torch.log(u)                                                            # (B, L)
     log_p = log_p.log_softmax(dim=-1)                                               # (B, L, V), normalised
     S = F.softplus(log_p + log_u[..., None]).sum(-1)                                # (B, L) sum_j l_j
-    log_p_z = log_p.gather(-1, zt[..., None]).squeeze(-1)                           # (B, L)
+    log_p_z, log_p_x = log_p.gather(-1, torch.stack([zt, x0], dim=-1)).unbind(-1)  # (B, L) each: one gather
     l_z = F.softplus(log_p_z + log_u)                                               # (B, L) log(xbar_theta_z/(1-a))
-    l_x = F.softplus(log_p.gather(-1, x0[..., None]).squeeze(-1) + log_u)           # (B, L) log(xbar_theta_x/(1-a))
+    l_x = F.softplus(log_p_x + log_u)                                               # (B, L) log(xbar_theta_x/(1-a))
     log1p_u = F.softplus(log_u)                                                     # (B, L) log(1 + u) = -log c
     xbar_theta_z = V * alpha_t * log_p_z.exp() + one_minus_alpha                    # (B, L)
 
