@@ -14,7 +14,7 @@ A family changes the backbone only through two knobs (spec §0.4, §5):
   adaLN layers stay in every family, so parameter and FLOP counts are identical across families.
 
 Speed, without changing the maths (issue 10; benchmarks/step_time.py measures it):
-- the rotary tables are built once per forward, in the compute dtype, and q and k are rotated together in one pass;
+- the rotary tables are built once per forward, in the compute dtype, and q and k are rotated together;
 - a boolean mask runs through `flex_attention` with a block mask when the model is compiled on a GPU (blocks that
   the mask empties are skipped: Eso-LM's sequential part), and through SDPA with the dense mask in eager mode and in
   CPU training (the reference; flex_attention has no CPU backward);
@@ -249,7 +249,7 @@ class Model(nn.Module):
                  else self.head.weight.dtype)                                        # the dtype q and k come in
         cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head, dtype=dtype)  # for all layers
 
-        if cache is not None and cache.modulation is not None:  # sigma = 0 at every call: reuse the first call's
+        if cache is not None and sigma is None and cache.modulation is not None:  # sigma = 0 again: reuse it
             mods = cache.modulation
         else:
             c = F.silu(self.sigma_map(torch.zeros(1, device=idx.device) if sigma is None else sigma))  # (B|1, cond)
