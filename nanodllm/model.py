@@ -112,7 +112,7 @@ class KVCache:
         self.v = [None] * n_layer
         self.capacity = capacity
         self.n = 0
-        self.modulation = None  # adaLN outputs of every block and of the final layer (sigma = 0: same at every call)
+        self.modulation = None  # {layer or 'final': adaLN output} when sigma = 0 (the same at every call)
 
     def __len__(self):
         return self.n
@@ -154,11 +154,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate='tanh'), nn.Linear(4 * d, d))
         self.adaLN = nn.Linear(cfg.cond_dim, 6 * d)  # -> shift, scale, gate for attention and for the MLP
 
-    def forward(self, x, mod, cos, sin, attn, cache=None, layer=0):
-        # x (B, T, d) residual stream; mod (B or 1, 6d) = self.adaLN(c), computed by Model.forward (once per KV cache
-        # when sigma = 0); cos, sin: rotary tables of the T rows
+    def forward(self, x, c, cos, sin, attn, cache=None, layer=0):
+        # x (B, T, d) residual stream; c (B or 1, cond_dim) conditioning, or None: reuse the modulation this block
+        # stored in the KV cache at its first call (sigma = 0 at every call); cos, sin: rotary tables of the T rows
         B, T, d = x.shape
         H, hd = self.n_head, d // self.n_head
+        mod = cache.modulation[layer] if c is None else self.adaLN(c)             # (B|1, 6d)
+        if c is not None and cache is not None and cache.modulation is not None:
+            cache.modulation[layer] = mod
         shift1, scale1, gate1, shift2, scale2, gate2 = mod[:, None].chunk(6, dim=-1)    # each (B|1, 1, d)
 
         h = modulate(self.ln1(x), shift1, scale1)                                   # (B, T, d)
@@ -249,22 +252,27 @@ class Model(nn.Module):
                  else self.head.weight.dtype)                                        # the dtype q and k come in
         cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head, dtype=dtype)  # for all layers
 
-        if cache is not None and sigma is None and cache.modulation is not None:  # sigma = 0 again: reuse it
-            mods = cache.modulation
+        # sigma = 0 at every call of a KV cache (AR, Eso-LM sampling): the adaLN modulation of every block and of the
+        # final layer is stored in the cache at the first call and reused after it (c = None)
+        reuse = cache is not None and sigma is None and not torch.is_grad_enabled()
+        if reuse and cache.modulation:
+            c = None
         else:
             c = F.silu(self.sigma_map(torch.zeros(1, device=idx.device) if sigma is None else sigma))  # (B|1, cond)
-            mods = [block.adaLN(c) for block in self.blocks] + [self.adaLN_f(c)]     # (B|1, 6d) each, final (B|1, 2d)
-            if cache is not None and sigma is None and not torch.is_grad_enabled():
-                cache.modulation = mods
+            if cache is not None:
+                cache.modulation = {} if reuse else None                             # filled by the blocks
 
         x = self.wte(idx)                                                            # (B, T, d)
         for i, block in enumerate(self.blocks):
-            x = block(x, mods[i], cos, sin, attn, cache=cache, layer=i)
+            x = block(x, c, cos, sin, attn, cache=cache, layer=i)
         if cache is not None:
             cache.advance(T if keep is None else keep)
         if rows is not None:
             x = x[:, rows]                                                           # (B, T', d)
-        shift, scale = mods[-1][:, None].chunk(2, dim=-1)                            # (B|1, 1, d) each
+        mod = cache.modulation['final'] if c is None else self.adaLN_f(c)           # (B|1, 2d)
+        if c is not None and cache is not None and cache.modulation is not None:
+            cache.modulation['final'] = mod
+        shift, scale = mod[:, None].chunk(2, dim=-1)                                 # (B|1, 1, d) each
         logits = self.head(modulate(self.ln_f(x), shift, scale)).float()             # (B, T', V) fp32
         logits[..., self.cfg.mask_id] = NEG_INF  # in place: the head's backward does not need its output
         return logits

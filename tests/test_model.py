@@ -248,6 +248,9 @@ def test_kv_cache_stores_rotated_keys_and_the_sigma_zero_modulation():
     k = seen['qkv'].view(2, 6, 3, H, hd).permute(2, 0, 3, 1, 4)[1]                 # (B, H, T, hd), not rotated
     torch.testing.assert_close(cache.k[0][:, :, :6], apply_rotary(k, *rotary_cos_sin(pos, hd)), atol=1e-6, rtol=0)
     assert cache.modulation is not None and len(cache.modulation) == model.cfg.n_layer + 1
+    with torch.no_grad():                                                             # a sigma: not reused, not kept
+        model(x[:, :1], sigma=torch.ones(2), cache=cache)
+    assert cache.modulation is None
     grad_cache = model.new_cache()
     model(x, cache=grad_cache)                                                        # with autograd: not stored
     assert grad_cache.modulation is None
