@@ -32,23 +32,23 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
 
     Each step takes the last position's logits (mask logit -1e6), applies temperature and top-p, and draws with
     float64 Gumbel-max (the exponential race of noise.sample_categorical). With `use_cache` the prompt is run once
-    and every later call feeds only the newest token, whose pre-rotary key and value join the KV cache; without it,
-    every call reruns the whole prefix. Both give the same logits (tests/test_model.py). `steps` is ignored: AR
-    always makes one network call per new token.
+    and every later call feeds only the newest token, whose key (rotated once, at its position) and value are written
+    into the preallocated KV cache; without it, every call reruns the whole prefix. Both give the same logits
+    (tests/test_model.py). The head runs on the last row only. `steps` is ignored: AR always makes one network call
+    per new token.
     """
     if prompt is None or len(prompt) == 0:
         raise ValueError("AR sampling starts from a prompt: pass at least the tokenizer's BOS id")
     _, P = noise.check_sampling_args(length, None, prompt, model.cfg.mask_id)
     device = next(model.parameters()).device
-    x = prompt.to(device)[None].repeat(n, 1)                                    # (n, P)
-    cache = model.new_cache() if use_cache else None
-    nfe = 0
-    while x.size(1) < length:
-        inp = x if (cache is None or nfe == 0) else x[:, -1:]                   # whole prefix, or the newest token
-        logits = model(inp, attn='causal', cache=cache)[:, -1]                 # (n, V)
-        nfe += 1
+    x = torch.full((n, length), model.cfg.mask_id, dtype=torch.long, device=device)   # filled left to right
+    x[:, :P] = prompt.to(device)
+    cache = model.new_cache(length) if use_cache else None
+    for i in range(P, length):
+        inp = x[:, :i] if (cache is None or i == P) else x[:, i - 1:i]          # whole prefix, or the newest token
+        logits = model(inp, attn='causal', cache=cache, rows=slice(-1, None))[:, 0]   # (n, V): the last row only
         p = noise.probs_from_logits(logits, temperature, top_p)                # (n, V) float64
-        x = torch.cat([x, noise.sample_categorical(p, generator)[:, None]], dim=1)
+        x[:, i] = noise.sample_categorical(p, generator)
         if callback is not None:  # the state so far, padded with mask ids to the full length
-            callback(torch.cat([x, x.new_full((n, length - x.size(1)), model.cfg.mask_id)], dim=1))
-    return x, nfe
+            callback(x.clone())
+    return x, length - P

@@ -13,6 +13,7 @@ What is left out: the Gumbel-softmax curriculum and consistency distillation (sp
 original Duo repository; the paper's scaling code trains Duo from scratch on the discrete NELBO (spec §11), as here.
 """
 import torch
+import torch.nn.functional as F
 
 from . import noise
 
@@ -36,9 +37,10 @@ def corrupt(x0, alpha_t, vocab_size, generator=None):
 def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
     """Closed-form Duo NELBO at every position (spec §3.2) -> (B, L), in log_p's dtype (fp32 training, float64 tests).
 
-    log_p (B, L, V): log x_theta(z_t), a log-softmax with the mask logit at -1e6 (so p_mask = 0); x0, zt (B, L) long;
-    alpha_t, dalpha_t: floats or tensors broadcastable to (B, L), e.g. (B, 1), with 0 < alpha_t < 1, dalpha_t < 0
-    (training has t >= 1e-3, so 1 - alpha_t >= ~1e-3 and nothing below divides by ~0).
+    log_p (B, L, V): log x_theta(z_t) up to a constant per position: a log-softmax, or the raw logits (it is
+    normalised here), with the mask entry at -1e6 (so p_mask = 0); x0, zt (B, L) long; alpha_t, dalpha_t: floats or
+    tensors broadcastable to (B, L), e.g. (B, 1), with 0 < alpha_t < 1, dalpha_t < 0 (training has t >= 1e-3, so
+    1 - alpha_t >= ~1e-3 and nothing below divides by ~0).
 
     What it is: the KL rate between two jump processes that leave z = z_t. With xbar = V alpha onehot(x0) + (1 - alpha)
     (so xbar_z = V q(z | x0)) and xbar_theta = V alpha p + (1 - alpha), the true reverse process jumps z -> j at rate
@@ -48,36 +50,41 @@ def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
     with T1 = V / xbar_z - V / xbar_theta_z (the exit-rate gap) and T2 = sum_j (xbar_j / xbar_z) log((xbar_j / xbar_z)
     / (xbar_theta_j / xbar_theta_z)) (the jump log-ratio), summed in closed form over j as in the spec.
     tests/test_duo.py checks it against the KL rate of `posterior` by brute force.
+
+    How it is computed: every log xbar_theta_j is log(1 - alpha) + l_j with l_j = log(1 + u p_j), u = V alpha /
+    (1 - alpha), and l_j = softplus(log p_j + log u). The only sum over the V entries is S = sum_j l_j, so the
+    (B, L, V) work is one log-softmax, one add and one softplus (three temporaries) and one gather (z_t and x0
+    together: one scatter in the backward); everything else is per position.
     """
     V = log_p.size(-1)
     alpha_t = torch.as_tensor(alpha_t, dtype=log_p.dtype, device=log_p.device).expand(zt.shape)   # (B, L)
     dalpha_t = torch.as_tensor(dalpha_t, dtype=log_p.dtype, device=log_p.device).expand(zt.shape)  # (B, L)
     one_minus_alpha = 1 - alpha_t                                                   # (B, L), >= ~1e-3
-    xbar_theta = V * alpha_t[..., None] * log_p.exp() + one_minus_alpha[..., None]  # (B, L, V), >= 1 - alpha > 0
-    log_xbar_theta = xbar_theta.log()                                               # (B, L, V), finite (p_mask = 0 ok)
-    xbar_theta_z = xbar_theta.gather(-1, zt[..., None]).squeeze(-1)                 # (B, L)
-    log_xbar_theta_z = log_xbar_theta.gather(-1, zt[..., None])                     # (B, L, 1)
-    log_xbar_theta_x = log_xbar_theta.gather(-1, x0[..., None]).squeeze(-1)         # (B, L)
-    # A = sum_j log(xbar_theta_j / xbar_theta_z), summed as differences (no cancellation of two V-sized sums)
-    A = (log_xbar_theta - log_xbar_theta_z).sum(-1)                                 # (B, L)
-    log_xbar_theta_z = log_xbar_theta_z.squeeze(-1)                                 # (B, L)
+    u = V * alpha_t / one_minus_alpha                                               # (B, L), up to ~1e3 V
+    log_u = torch.log(u)                                                            # (B, L)
+    log_p = log_p.log_softmax(dim=-1)                                               # (B, L, V), normalised
+    S = F.softplus(log_p + log_u[..., None]).sum(-1)                                # (B, L) sum_j l_j
+    log_p_z, log_p_x = log_p.gather(-1, torch.stack([zt, x0], dim=-1)).unbind(-1)  # (B, L) each: one gather
+    l_z = F.softplus(log_p_z + log_u)                                               # (B, L) log(xbar_theta_z/(1-a))
+    l_x = F.softplus(log_p_x + log_u)                                               # (B, L) log(xbar_theta_x/(1-a))
+    log1p_u = F.softplus(log_u)                                                     # (B, L) log(1 + u) = -log c
+    xbar_theta_z = V * alpha_t * log_p_z.exp() + one_minus_alpha                    # (B, L)
 
     is_clean = x0 == zt                                                             # (B, L) bool: z = x0
     xbar_x = V * alpha_t + one_minus_alpha                                          # (B, L) xbar at j = x0
     xbar_z = torch.where(is_clean, xbar_x, one_minus_alpha)                         # (B, L) = V q(z_t | x0)
-    # c = xbar_j / xbar_x for j != x0 = (1 - alpha) / (V alpha + 1 - alpha), in (0, 1)
+    # c = xbar_j / xbar_x for j != x0 = (1 - alpha) / (V alpha + 1 - alpha) = 1 / (1 + u), in (0, 1)
     c = one_minus_alpha / xbar_x                                                    # (B, L)
-    log_c = torch.log(one_minus_alpha) - torch.log(xbar_x)                          # (B, L)
-    u = V * alpha_t / one_minus_alpha                                               # (B, L) = 1/c - 1, up to ~1e3 V
 
     exit_rate_gap = V / xbar_z - V / xbar_theta_z                                   # (B, L) the spec's T1
-    # the spec's T2 when z = x0: xbar_j / xbar_z = c for every j != z
-    jump_log_ratio_clean = -c * A + (V - 1) * c * log_c                             # (B, L)
-    # the spec's T2 when z != x0: xbar_j / xbar_z = 1 for j != x0 and 1/c for j = x0. The spec writes it
-    #   -A - u (log xbar_theta_x - log xbar_theta_z) - (1/c) log c;  with 1/c = 1 + u it regroups to the form below,
-    # whose u-sized bracket is exactly 0 for p = onehot(x0) (u ~ 1e3 V at t = 1e-3: no fp32 cancellation of big terms)
-    jump_log_ratio_noisy = -A - u * ((log_xbar_theta_x - torch.log(xbar_x))
-                                     - (log_xbar_theta_z - torch.log(one_minus_alpha))) - log_c  # (B, L)
+    # The spec's T2 with A = sum_j log(xbar_theta_j / xbar_theta_z) = S - V l_z and log c = -log(1 + u). Both cases
+    # are regrouped so that a perfect prediction (p = onehot(x0)) gives exactly 0 term by term, with no cancellation
+    # of large terms (u ~ 1e3 V at t = 1e-3):
+    # z = x0: T2 = -c A + (V - 1) c log c = -c [(S - l_z) - (V - 1)(l_z - log(1 + u))]   (xbar_j / xbar_z = c, j != z)
+    jump_log_ratio_clean = -c * ((S - l_z) - (V - 1) * (l_z - log1p_u))             # (B, L)
+    # z != x0: T2 = -A - u (log xbar_theta_x - log xbar_x - log xbar_theta_z + log(1 - alpha)) - (1/c) log c, and
+    #   with 1/c = 1 + u:  = -A - u ((l_x - log(1 + u)) - l_z) + log(1 + u)      (xbar_j / xbar_z = 1 or 1/c at x0)
+    jump_log_ratio_noisy = -(S - V * l_z) - u * ((l_x - log1p_u) - l_z) + log1p_u   # (B, L)
     jump_log_ratio = torch.where(is_clean, jump_log_ratio_clean, jump_log_ratio_noisy)   # (B, L) the spec's T2
 
     return dalpha_t / (V * alpha_t) * (exit_rate_gap - jump_log_ratio)              # (B, L), >= 0
@@ -96,8 +103,7 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None):
     zt = corrupt(x0, alpha_t, V, generator)                                         # (B, L)
     sigma_t = -torch.log(alpha_t[:, 0])                                             # (B,) raw, no rescaling (§9.7)
     logits = model(zt, sigma=sigma_t, attn='full')                                  # (B, L, V) fp32, mask = -1e6
-    log_p = logits.float().log_softmax(dim=-1)                                      # (B, L, V)
-    nll = nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t)                         # (B, L)
+    nll = nelbo_per_token(logits, x0, zt, alpha_t, dalpha_t)                        # (B, L), log-softmax inside
     return nll.sum(), B * L
 
 

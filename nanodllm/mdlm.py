@@ -46,7 +46,7 @@ def nll_per_token(model, x0, t, elbo=True, generator=None):
     alpha_t = noise.alpha(t)[:, None]                                                # (B, 1)
     xt = corrupt(x0, alpha_t, mask_id, generator)                                    # (B, L)
     logits = model(xt, attn='full')                                                  # (B, L, V) fp32, mask = -1e6
-    ce = F.cross_entropy(logits.float().transpose(1, 2), x0, reduction='none')       # (B, L) log-softmax inside
+    ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction='none').view(x0.shape)  # (B, L)
     nll = torch.where(xt == mask_id, ce, torch.zeros_like(ce))                       # carry-over: unmasked -> 0
     if elbo:
         nll = nll * nelbo_weight(t)[:, None]                                         # (B, L) times 1/t

@@ -13,13 +13,21 @@ A family changes the backbone only through two knobs (spec §0.4, §5):
 - `sigma`: the noise level fed to adaLN. Only Duo feeds it; everyone else passes None, which means sigma = 0. The
   adaLN layers stay in every family, so parameter and FLOP counts are identical across families.
 
+Speed, without changing the maths (issue 10; benchmarks/step_time.py measures it):
+- the rotary tables are built once per forward, in the compute dtype, and q and k are rotated together;
+- a boolean mask runs through `flex_attention` with a block mask when the model is compiled on a GPU (blocks that
+  the mask empties are skipped: Eso-LM's sequential part), and through SDPA with the dense mask in eager mode and in
+  CPU training (the reference; flex_attention has no CPU backward);
+- the head runs only on the rows a caller asks for (`rows`), and the mask logit is written in place (no copy of the
+  (B, T, V) logits);
+- incremental decoding (AR, spec §1; Eso-LM, spec §4.6) uses a `KVCache` preallocated per layer and written in place.
+  Keys are rotated once, when they are inserted, each with its own position (the paper re-rotates every cached key at
+  every call; the result is the same). The rows of a call attend to every cached row and causally to each other; only
+  the first `keep` rows of a call stay in the cache (Eso-LM caches clean rows, never masks).
+
 Training memory: `model.activation_checkpointing = True` keeps only each block's input in the forward and recomputes
 the block in the backward (torch.utils.checkpoint, non-reentrant): same values and gradients, ~12x fewer activation
 bytes (nanodllm/memory.py). The residual stream is fp32 even when FSDP gathers bf16 weights.
-
-Incremental decoding uses a `KVCache` (AR, spec §1; Eso-LM, spec §4.6): keys are cached *before* rotary together
-with their positions, and re-rotated every call; the rows of a call attend to every cached row and causally to each
-other; only the first `keep` rows of a call are appended to the cache (Eso-LM caches clean rows, never masks).
 """
 import math
 
@@ -45,38 +53,94 @@ class LayerNorm(nn.Module):
 
 
 def modulate(x, shift, scale):
-    """adaLN: x * (1 + scale) + shift, with (B, 1, d) shift and scale."""
-    return x * (1 + scale) + shift
+    """adaLN: x * (1 + scale) + shift, with (B|1, 1, d) shift and scale, in one pass (addcmul)."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
-def rotary_cos_sin(pos, head_dim, base=1e4):
-    """Rotary angles for integer positions pos (T,) or (B, T) -> cos, sin of shape (1 or B, 1, T, head_dim/2), fp32."""
+def rotary_cos_sin(pos, head_dim, base=1e4, dtype=torch.float32):
+    """Rotary tables for integer positions pos (T,) or (B, T) -> cos = [cos, cos] and sin = [-sin, sin] over the two
+    halves of a head, each (1 or B, 1, T, head_dim), in `dtype` (the angles are computed in fp32 and cast once: the
+    model builds the tables once per forward, for all layers)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angles = pos.float()[..., None] * inv_freq       # (T, hd/2) or (B, T, hd/2)
     if angles.dim() == 2:
         angles = angles[None]                          # (1, T, hd/2)
-    return angles.cos()[:, None], angles.sin()[:, None]
+    cos, sin = angles.cos()[:, None], angles.sin()[:, None]                         # (B|1, 1, T, hd/2)
+    return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
 def apply_rotary(x, cos, sin):
-    """GPT-NeoX half rotation: the first half of each head pairs with the second half. x (B, H, T, hd)."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
+    """GPT-NeoX half rotation of x (..., T, hd): the first half of each head pairs with the second half,
+    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], where [x2, x1] is x
+    rolled by hd/2. Three passes in x's dtype (mul, roll, addcmul), for q and k at once. cos, sin: `rotary_cos_sin`."""
+    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
+
+
+def block_mask(mask):
+    """A flex_attention BlockMask from a boolean mask (T, S) or (B, T, S), True = may attend. It looks the mask up
+    element by element, but only inside blocks the mask does not empty: the others are skipped (Eso-LM's sequential
+    mask empties about 2/3 of its (2L, 2L) blocks at L = 1024). Used only under torch.compile, where flex_attention
+    is a fused kernel (in eager mode it is a slow reference implementation), and on CPU only without autograd (there
+    is no CPU backward): training on CPU keeps the dense mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    if mask.dim() == 2:
+        return create_block_mask(lambda b, h, q, k: mask[q, k], None, None, *mask.shape, device=mask.device)
+    return create_block_mask(lambda b, h, q, k: mask[b, q, k], mask.size(0), None, *mask.shape[1:],
+                             device=mask.device)
+
+
+def attention(q, k, v, attn):
+    """softmax(q k^T / sqrt(hd)) v for q (B, H, T, hd), k, v (B, H, S, hd) under one of the patterns of `Model`:
+    'causal', 'full', a boolean (True = may attend) or additive float mask (T, S) / (B, T, S) for SDPA, or a
+    flex_attention BlockMask."""
+    if isinstance(attn, str):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=(attn == 'causal'))
+    if isinstance(attn, torch.Tensor):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn if attn.dim() != 3 else attn[:, None])
+    from torch.nn.attention.flex_attention import flex_attention
+    # contiguous inputs: inductor's CPU flex_attention template reads a strided v (our qkv[2] view) wrongly (torch 2.13)
+    return flex_attention(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=attn)
 
 
 class KVCache:
-    """Per-layer keys (pre-rotary) and values of the cached rows, plus their positions.
+    """Per-layer keys (already rotated) and values of the cached rows, preallocated and written in place.
 
-    k[l], v[l]: (B, H, Tc, hd); pos: (B, Tc) long. Starts empty; `Model.forward(..., cache=...)` fills it.
+    k[l], v[l]: (B, H, capacity, hd); rows [0, len(cache)) are the cached ones. A call writes its T rows after them
+    (`update`), attends to all of them, and then keeps the first `keep` (`advance`); the rows past the kept ones are
+    overwritten by the next call. The buffers are allocated at the first call with room for `capacity` rows (default:
+    the model's seq_len) and doubled if a call would run past the end. With sigma = 0 (AR, Eso-LM) the adaLN
+    modulation does not change from call to call either: the first (no-grad) call stores it in `modulation`.
     """
 
-    def __init__(self, n_layer):
+    def __init__(self, n_layer, capacity=0):
         self.k = [None] * n_layer
         self.v = [None] * n_layer
-        self.pos = None
+        self.capacity = capacity
+        self.n = 0
+        self.modulation = None  # {layer or 'final': adaLN output} when sigma = 0 (the same at every call)
 
     def __len__(self):
-        return 0 if self.pos is None else self.pos.size(1)
+        return self.n
+
+    def update(self, layer, k, v):
+        """Write the call's rows k, v (B, H, T, hd) after the cached rows -> keys, values (B, H, n + T, hd) (views)."""
+        n, T = self.n, k.size(2)
+        buf = self.k[layer]
+        if buf is not None and buf.size(0) != k.size(0):
+            raise ValueError(f"the KV cache holds {buf.size(0)} sequences, the call has {k.size(0)}: use a new cache")
+        if buf is None or n + T > buf.size(2):  # allocate, or grow (double) and keep the cached rows
+            size = max(n + T, self.capacity, 2 * (0 if buf is None else buf.size(2)))
+            new_k, new_v = (k.new_empty(k.size(0), k.size(1), size, k.size(3)) for _ in range(2))
+            if n:
+                new_k[:, :, :n], new_v[:, :, :n] = self.k[layer][:, :, :n], self.v[layer][:, :, :n]
+            self.k[layer], self.v[layer] = new_k, new_v
+        self.k[layer][:, :, n:n + T] = k
+        self.v[layer][:, :, n:n + T] = v
+        return self.k[layer][:, :, :n + T], self.v[layer][:, :, :n + T]
+
+    def advance(self, keep):
+        """The first `keep` rows of the last call stay cached."""
+        self.n += keep
 
 
 class Block(nn.Module):
@@ -90,36 +154,31 @@ class Block(nn.Module):
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out = nn.Linear(d, d, bias=False)
         self.ln2 = LayerNorm(d)
+        # GELU with the tanh approximation, as the paper's DiT (spec §5). Kept for fidelity although on CPU, in eager
+        # mode, it costs ~4% of a micro training step more than the erf form (benchmarks/README.md).
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate='tanh'), nn.Linear(4 * d, d))
         self.adaLN = nn.Linear(cfg.cond_dim, 6 * d)  # -> shift, scale, gate for attention and for the MLP
 
-    def forward(self, x, c, cos, sin, attn, cache=None, layer=0, keep=None):
-        # x (B, T, d) residual stream; c (B or 1, cond_dim) conditioning
+    def forward(self, x, c, cos, sin, attn, cache=None, layer=0):
+        # x (B, T, d) residual stream; c (B or 1, cond_dim) conditioning, or None: reuse the modulation this block
+        # stored in the KV cache at its first call (sigma = 0 at every call); cos, sin: rotary tables of the T rows
         B, T, d = x.shape
         H, hd = self.n_head, d // self.n_head
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c)[:, None].chunk(6, dim=-1)  # each (B|1, 1, d)
+        mod = cache.modulation[layer] if c is None else self.adaLN(c)             # (B|1, 6d)
+        if c is not None and cache is not None and cache.modulation is not None:
+            cache.modulation[layer] = mod
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod[:, None].chunk(6, dim=-1)    # each (B|1, 1, d)
 
         h = modulate(self.ln1(x), shift1, scale1)                                   # (B, T, d)
-        q, k, v = self.qkv(h).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)           # each (B, H, T, hd)
-        if cache is not None:
-            # cached rows come first; keys are stored pre-rotary and rotated here with their own positions
-            if cache.k[layer] is not None:
-                k = torch.cat([cache.k[layer], k], dim=2)                           # (B, H, Tc + T, hd)
-                v = torch.cat([cache.v[layer], v], dim=2)
-            n_cached = k.size(2) - T + (T if keep is None else keep)                 # old rows + the first `keep`
-            cache.k[layer], cache.v[layer] = k[:, :, :n_cached], v[:, :, :n_cached]
-        # cos/sin cover all key positions; queries are the last T of them
-        q = apply_rotary(q, cos[:, :, -T:], sin[:, :, -T:])
-        k = apply_rotary(k, cos, sin)
-        if isinstance(attn, str):
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=(attn == 'causal'))
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn if attn.dim() != 3 else attn[:, None])
-        y = y.transpose(1, 2).reshape(B, T, d)                                      # (B, T, d)
-        x = x + gate1 * self.out(y)
+        qkv = self.qkv(h).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)               # (3, B, H, T, hd)
+        q, k = apply_rotary(qkv[:2], cos, sin)                                      # each (B, H, T, hd), rotated
+        v = qkv[2]
+        if cache is not None:  # cached rows first (their keys rotated when they were inserted), then these T rows
+            k, v = cache.update(layer, k, v)                                        # (B, H, Tc + T, hd)
+        y = attention(q, k, v, attn).transpose(1, 2).reshape(B, T, d)              # (B, T, d)
+        x = torch.addcmul(x, gate1, self.out(y))                                    # x + gate1 * out(y)
 
-        x = x + gate2 * self.mlp(modulate(self.ln2(x), shift2, scale2))
-        return x
+        return torch.addcmul(x, gate2, self.mlp(modulate(self.ln2(x), shift2, scale2)))
 
 
 class SigmaEmbedder(nn.Module):
@@ -150,9 +209,6 @@ class Model(nn.Module):
         self.ln_f = LayerNorm(d)
         self.adaLN_f = nn.Linear(cfg.cond_dim, 2 * d)   # -> shift, scale of the final LayerNorm
         self.head = nn.Linear(d, cfg.vocab_size)
-        is_mask = torch.zeros(cfg.vocab_size, dtype=torch.bool)
-        is_mask[cfg.mask_id] = True
-        self.register_buffer('is_mask', is_mask, persistent=False)
         # activation checkpointing: keep only each block's input during the forward and recompute the block in the
         # backward (torch.utils.checkpoint, non-reentrant); set by train.py --activation-checkpointing
         self.activation_checkpointing = False
@@ -175,34 +231,44 @@ class Model(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, idx, sigma=None, attn='full', pos=None, cache=None, keep=None):
+    def forward(self, idx, sigma=None, attn='full', pos=None, cache=None, keep=None, rows=None):
         """idx (B, T) token ids -> logits (B, T, V) in fp32, mask logit = -1e6.
 
         sigma: (B,) noise level for adaLN, or None for sigma = 0 (every family but Duo).
         attn:  'causal' | 'full' | bool tensor (T, T) or (B, T, T), True = may attend. Ignored with a cache.
         pos:   (T,) or (B, T) rotary positions; default: arange(T), after the cached rows when a cache is given.
         cache: a KVCache; the T rows attend to all cached rows and causally among themselves, then the first
-               `keep` rows (default all) are appended to the cache.
+               `keep` rows (default all) stay in the cache.
+        rows:  a slice of the T rows: only their logits are computed and returned (B, len(rows), V); the blocks still
+               run on every row (Eso-LM's sequential part scores only its first half; AR sampling its last row).
         """
         B, T = idx.shape
         Tc = 0 if cache is None else len(cache)
+        if keep is not None and not 0 <= keep <= T:
+            raise ValueError(f"keep must lie in [0, {T}] (the rows of this call), got {keep}")
         if pos is None:
             pos = torch.arange(Tc, Tc + T, device=idx.device)
-        if pos.dim() == 1:
-            pos = pos[None].expand(B, T)                                             # (B, T)
-        if cache is not None:
-            pos_all = pos if cache.pos is None else torch.cat([cache.pos, pos], dim=1)  # (B, Tc + T)
-            attn = torch.ones(T, Tc + T, dtype=torch.bool, device=idx.device).tril(diagonal=Tc)
-            n_keep = T if keep is None else keep
-            cache.pos = pos_all[:, :Tc + n_keep]
-            pos = pos_all
+        if cache is not None:  # all cached rows, then these T rows causally: -inf above the diagonal Tc of (T, Tc + T)
+            attn = ('causal' if Tc == 0 else 'full' if T == 1
+                    else torch.full((T, Tc + T), -math.inf, device=idx.device).triu(Tc + 1))
         elif isinstance(attn, str) and attn not in ('causal', 'full'):
             raise ValueError(f"attn must be 'causal', 'full' or a boolean mask, got {attn!r}")
-        cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head)          # (B, 1, Tc + T, hd/2)
+        elif isinstance(attn, torch.Tensor) and attn.dtype == torch.bool and torch.compiler.is_compiling() and (
+                attn.is_cuda or not torch.is_grad_enabled()):  # flex_attention has no backward on CPU (torch 2.13)
+            attn = block_mask(attn)  # compiled: flex_attention skips the blocks the mask empties
+        dtype = (torch.get_autocast_dtype(idx.device.type) if torch.is_autocast_enabled(idx.device.type)
+                 else self.head.weight.dtype)                                        # the dtype q and k come in
+        cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head, dtype=dtype)  # for all layers
 
-        if sigma is None:  # sigma = 0 for every row: one conditioning vector, broadcast over the batch
-            sigma = torch.zeros(1, device=idx.device)
-        c = F.silu(self.sigma_map(sigma))                                            # (B or 1, cond_dim)
+        # sigma = 0 at every call of a KV cache (AR, Eso-LM sampling): the adaLN modulation of every block and of the
+        # final layer is stored in the cache at the first call and reused after it (c = None)
+        reuse = cache is not None and sigma is None and not torch.is_grad_enabled()
+        if reuse and cache.modulation:
+            c = None
+        else:
+            c = F.silu(self.sigma_map(torch.zeros(1, device=idx.device) if sigma is None else sigma))  # (B|1, cond)
+            if cache is not None:
+                cache.modulation = {} if reuse else None                             # filled by the blocks
 
         x = self.wte(idx).float()  # (B, T, d) the residual stream is fp32 (a no-op unless FSDP gathers bf16 weights)
         recompute = self.activation_checkpointing and torch.is_grad_enabled() and cache is None
@@ -210,13 +276,22 @@ class Model(nn.Module):
             if recompute:  # same values and gradients, a block's activations held only while it is recomputed
                 x = checkpoint(block, x, c, cos, sin, attn, use_reentrant=False)
             else:
-                x = block(x, c, cos, sin, attn, cache=cache, layer=i, keep=keep)
-        shift, scale = self.adaLN_f(c)[:, None].chunk(2, dim=-1)                     # (B|1, 1, d) each
-        logits = self.head(modulate(self.ln_f(x), shift, scale)).float()             # (B, T, V)
-        return logits.masked_fill(self.is_mask, NEG_INF)
+                x = block(x, c, cos, sin, attn, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(T if keep is None else keep)
+        if rows is not None:
+            x = x[:, rows]                                                           # (B, T', d)
+        mod = cache.modulation['final'] if c is None else self.adaLN_f(c)           # (B|1, 2d)
+        if c is not None and cache is not None and cache.modulation is not None:
+            cache.modulation['final'] = mod
+        shift, scale = mod[:, None].chunk(2, dim=-1)                                 # (B|1, 1, d) each
+        logits = self.head(modulate(self.ln_f(x), shift, scale)).float()             # (B, T', V) fp32
+        logits[..., self.cfg.mask_id] = NEG_INF  # in place: the head's backward does not need its output
+        return logits
 
-    def new_cache(self):
-        return KVCache(self.cfg.n_layer)
+    def new_cache(self, capacity=None):
+        """An empty KVCache with room for `capacity` rows (default: seq_len); it grows if a sample is longer."""
+        return KVCache(self.cfg.n_layer, capacity or self.cfg.seq_len)
 
     def num_params(self, non_embedding=True):
         """Parameter count; non-embedding = all but the input embedding (the head counts), as in the paper."""

@@ -150,3 +150,77 @@ def test_torch_compile_gives_the_eager_logits_and_gradients():
     model(x, attn='causal').logsumexp(-1).sum().backward()
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(g, p.grad, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- fast paths (issue 10)
+def test_kv_cache_is_written_in_place_and_grows_past_its_capacity():
+    """The cache is preallocated (capacity rows), written in place while it fits, and doubled (keeping its rows) when a
+    call runs past the end: every call still equals the full causal forward."""
+    model = make_model(n_layer=2, seq_len=16)
+    x = torch.randint(0, 10, (2, 40))
+    with torch.no_grad():
+        full = model(x, attn='causal')
+        cache = model.new_cache(capacity=8)
+        outs = [model(x[:, :5], cache=cache)]
+        buffer = cache.k[0].data_ptr()
+        outs.append(model(x[:, 5:8], cache=cache))                                    # 8 rows: still fits
+        assert cache.k[0].data_ptr() == buffer and cache.k[0].size(2) == 8
+        for i in range(8, 40):                                                        # grows to 16, 32, 64
+            outs.append(model(x[:, i:i + 1], cache=cache))
+    assert len(cache) == 40 and cache.k[0].size(2) == 64
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match='new cache'):                                # another batch size
+        model(x[:1, :1], cache=cache)
+    with pytest.raises(ValueError, match='keep'):
+        model(x[:, :2], cache=model.new_cache(), keep=3)
+
+
+def test_kv_cache_stores_rotated_keys_and_the_sigma_zero_modulation():
+    """Keys are rotated once, at insertion, with their own positions: the cached keys of a prefix equal the rotated
+    keys of a plain forward. The adaLN modulation (sigma = 0) is computed at the first no-grad call and reused."""
+    model = make_model(n_layer=1)
+    x = torch.randint(0, 10, (2, 6))
+    pos = torch.stack([torch.randperm(6), torch.randperm(6)])
+    seen = {}
+    block = model.blocks[0]
+    hook = block.qkv.register_forward_hook(lambda m, a, out: seen.update(qkv=out))
+    with torch.no_grad():
+        cache = model.new_cache()
+        model(x, pos=pos, cache=cache)
+    hook.remove()
+    from nanodllm.model import apply_rotary, rotary_cos_sin
+    H, hd = block.n_head, model.cfg.n_embd // block.n_head
+    k = seen['qkv'].view(2, 6, 3, H, hd).permute(2, 0, 3, 1, 4)[1]                 # (B, H, T, hd), not rotated
+    torch.testing.assert_close(cache.k[0][:, :, :6], apply_rotary(k, *rotary_cos_sin(pos, hd)), atol=1e-6, rtol=0)
+    assert cache.modulation is not None and len(cache.modulation) == model.cfg.n_layer + 1
+    with torch.no_grad():                                                             # a sigma: not reused, not kept
+        model(x[:, :1], sigma=torch.ones(2), cache=cache)
+    assert cache.modulation is None
+    grad_cache = model.new_cache()
+    model(x, cache=grad_cache)                                                        # with autograd: not stored
+    assert grad_cache.modulation is None
+
+
+def test_rows_computes_only_the_asked_logits():
+    model = make_model()
+    x = torch.randint(0, 10, (2, 9))
+    with torch.no_grad():
+        full = model(x, attn='causal')
+        torch.testing.assert_close(model(x, attn='causal', rows=slice(-1, None)), full[:, -1:], atol=1e-6, rtol=0)
+        torch.testing.assert_close(model(x, attn='causal', rows=slice(2, 5)), full[:, 2:5], atol=1e-6, rtol=0)
+
+
+def test_mask_logit_is_written_in_place_and_gets_no_gradient():
+    """The mask logit is exactly -1e6 in every output (plain, rows, cache, sigma), and the in-place write leaves the
+    head's mask row without gradient while the other rows train."""
+    V = 11
+    model = make_model(vocab_size=V).train()
+    x = torch.randint(0, V - 1, (2, 8))
+    outs = [model(x, attn='causal'), model(x, sigma=torch.rand(2)), model(x, rows=slice(3, 4))]
+    with torch.no_grad():
+        outs.append(model(x, cache=model.new_cache()))
+    for out in outs:
+        assert out.dtype == torch.float32 and torch.all(out[..., V - 1] == NEG_INF)
+    ar.loss(model, x)[0].backward()
+    assert torch.all(model.head.weight.grad[V - 1] == 0) and model.head.bias.grad[V - 1] == 0
+    assert model.head.weight.grad[:V - 1].abs().sum() > 0
