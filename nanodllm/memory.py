@@ -121,9 +121,9 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
     if family == 'mdlm':
         R = B * L
         return [dict(n=B, T=L, mask=False, cond_rows=1, saved_rows=R, forward_rows=R, backward_rows=2 * R)]
-    if family == 'duo':  # the closed-form NELBO saves log p, exp(log p), xbar_theta and its log
+    if family == 'duo':  # the closed-form NELBO saves log p and log p + log u (softplus's input)
         R = B * L
-        return [dict(n=B, T=L, mask=False, cond_rows=B, saved_rows=4 * R, forward_rows=2 * R, backward_rows=3 * R)]
+        return [dict(n=B, T=L, mask=False, cond_rows=B, saved_rows=2 * R, forward_rows=2 * R, backward_rows=2 * R)]
     if family != 'eso':
         raise ValueError(f"unknown family {family!r}")
     alpha0, batch_split = options.get('alpha0', 1.0), options.get('batch_split', 1.0)
@@ -132,13 +132,12 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
         raise ValueError(f"eso with alpha0 = {alpha0} and batch_split = {batch_split} needs both parts in a "
                          f"micro-batch, but {B} sequences give {n_diff} diffusion rows: raise --micro-batch-size")
     passes = []
-    if n_diff:  # diffusion part: logits of every row, a copy of the M masked rows and their log-softmax (saved)
-        R, M = n_diff * L, mask_fraction * n_diff * L
-        passes.append(dict(n=n_diff, T=L, mask=False, cond_rows=1, saved_rows=M, forward_rows=max(2 * R - M, R + M),
-                           backward_rows=2 * R))
-    if n_diff < B:  # sequential part: 2L rows of logits per sequence; the (1 - alpha0) L masked ones are scored
-        R, M = (B - n_diff) * 2 * L, (1 - alpha0) * (B - n_diff) * L
-        passes.append(dict(n=B - n_diff, T=2 * L, mask=True, cond_rows=1, saved_rows=M, forward_rows=2 * R - M,
+    if n_diff:  # diffusion part: the log-softmax of every row is saved (unmasked rows get the ignore index)
+        R = n_diff * L
+        passes.append(dict(n=n_diff, T=L, mask=False, cond_rows=1, saved_rows=R, forward_rows=R, backward_rows=2 * R))
+    if n_diff < B:  # sequential part: 2L tokens per row through the blocks, the head on the z0 half (L rows) only
+        R = (B - n_diff) * L
+        passes.append(dict(n=B - n_diff, T=2 * L, mask=True, cond_rows=1, saved_rows=R, forward_rows=R,
                            backward_rows=2 * R))
     return passes
 
@@ -150,13 +149,16 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
       inputs) and `logits` (the loss's V-wide tensors);
     forward_extra, backward_extra: V-wide temporaries alive beyond `saved` at the forward's / backward's peak;
     recompute: what the backward of one block adds to `saved` minus the loss's tensors (gone by then): its
-      gradients, and checkpointed, the block's own saved tensors, recomputed."""
+      gradients, and checkpointed, the block's own saved tensors, recomputed. With two passes (Eso-LM with
+      0 < alpha0 < 1) the backward runs the later pass first: meanwhile the earlier pass's loss tensors are still
+      saved, and autograd holds each shared weight's gradient from one pass until the other's arrives."""
     f, a = 4, dtype_bytes(dtype)                     # fp32, and the matmul dtype
     d, H, V, c = cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.cond_dim
     hd = d // H
     ledger = sum(w * (f if kind == 'fp32' else a) for _, kind, w in BLOCK_SAVED) * d + 4 * f + f * H  # per token
     out = dict(saved=0, blocks=0, logits=0, forward_extra=0, backward_extra=0, recompute=0)
-    for p in forward_passes(cfg, family, micro_batch_size, seq_len, options, mask_fraction):
+    passes = forward_passes(cfg, family, micro_batch_size, seq_len, options, mask_fraction)
+    for i, p in enumerate(passes):
         N = p['n'] * p['T']                                              # tokens through the model
         layer = N * ledger + (p['T'] ** 2 * a if p['mask'] else 0)       # one block (the mask becomes an mm bias)
         blocks = N * f * d * cfg.n_layer if activation_checkpointing else layer * cfg.n_layer
@@ -170,7 +172,12 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
         out['forward_extra'] = max(out['forward_extra'], p['forward_rows'] * V * f)
         out['backward_extra'] = max(out['backward_extra'], p['backward_rows'] * V * f)
         # a block's backward holds gradients too (of the residual, of the MLP hidden, ...): ~ (f + 3 a) d per token
-        out['recompute'] = max(out['recompute'], (layer if activation_checkpointing else 0) + N * d * (f + 3 * a))
+        # two passes (Eso-LM, 0 < alpha0 < 1): the backward runs the later one first; meanwhile the earlier one's
+        # loss tensors wait, and so do the later pass's gradients of the head, which autograd sums with the earlier
+        # pass's before it accumulates them (a block's, likewise, up to ~40% more on CPU when the blocks dominate)
+        waiting = sum(q['saved_rows'] for q in passes[:i]) * V * f + (f * param_numel(cfg, 'final') if i else 0)
+        out['recompute'] = max(out['recompute'], (layer if activation_checkpointing else 0) + N * d * (f + 3 * a)
+                               + waiting)
     return {k: int(v) for k, v in out.items()}
 
 
