@@ -81,7 +81,10 @@ def any_rank(flag, ddp, device):
 
 
 def cleanup_distributed():
+    """Leave the process group together: a barrier first, so that no rank tears gloo down while a peer is still in
+    its last collective (which can abort the peer with 'terminate called without an active exception')."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

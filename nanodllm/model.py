@@ -285,9 +285,12 @@ class Model(nn.Module):
         if c is not None and cache is not None and cache.modulation is not None:
             cache.modulation['final'] = mod
         shift, scale = mod[:, None].chunk(2, dim=-1)                                 # (B|1, 1, d) each
-        logits = self.head(modulate(self.ln_f(x), shift, scale)).float()             # (B, T', V) fp32
-        logits[..., self.cfg.mask_id] = NEG_INF  # in place: the head's backward does not need its output
-        return logits
+        h = modulate(self.ln_f(x), shift, scale)                                     # (B, T', d)
+        logits = self.head(h.flatten(0, 1)).float()                                  # (B T', V) fp32
+        # the mask logit, in place (no copy of the logits; the head's backward does not need its output), written
+        # on the 2-D head output: an in-place write into a view of it breaks FSDP2's backward hooks (torch 2.13)
+        logits[:, self.cfg.mask_id] = NEG_INF
+        return logits.view(*h.shape[:-1], -1)                                       # (B, T', V)
 
     def new_cache(self, capacity=None):
         """An empty KVCache with room for `capacity` rows (default: seq_len); it grows if a sample is longer."""

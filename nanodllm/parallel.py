@@ -28,6 +28,8 @@ one process writes with `Model.state_dict()` and `optimizer.state_dict()`, so a 
 DDP or one process is the same dict, loads into any of them on any number of processes (`load_full_state_dict`,
 or plain load_state_dict without FSDP), and sample.py reads its weights directly.
 """
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
@@ -75,6 +77,9 @@ def shard(model, param_dtype=None):
     param_dtype (e.g. torch.bfloat16): the dtype weights are gathered in, with gradients reduced in fp32; it needs
     autocast around the forward. Forward inputs are not cast: the residual stream stays fp32."""
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    # Model returns its logits as a (B, T, V) view of the 2-D head output (model.py writes the mask logit into that
+    # output in place); no family writes into the logits in place, so FSDP2's warning about view outputs is moot
+    warnings.filterwarnings('ignore', message='FSDP2-wrapped module .* returned a view tensor')
     for block in model.blocks:
         fully_shard(block, mp_policy=mp)
     fully_shard(model, mp_policy=mp)
