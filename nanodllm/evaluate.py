@@ -31,6 +31,8 @@ Deviations from the paper's protocol (spec §7.2, §7.4), all deliberate:
 - The re-tokenized text is scored in full; the paper truncates it at the sampler's length L in judge tokens.
 - Throughput counts the generated tokens only (AR: L - 1 after its BOS; prompts are not counted) and times the
   sampler alone; the paper's gen_ppl.sh timing includes the Llama scoring.
+- A sweep's compute-optimal model at a budget is the trained size with the lowest validation loss (the fitted
+  optimum N* falls between the grid's sizes and was not trained); the paper plots its compute-optimal models.
 """
 import json
 import math
@@ -45,6 +47,7 @@ from tqdm import tqdm
 from . import data
 from .checkpoint import read_checkpoint
 from .common import get_family, load_checkpoint, run_info
+from .scaling import fit_isoflop
 
 # -----------------------------------------------------------------------------
 # judges: name, key (what the rows cache tells judges apart by), context (tokens per window), bos (id or None),
@@ -363,7 +366,6 @@ def pick_sweep_runs(runs, budget=None, all_budgets=False, labels=None):
     - default: the largest budget at which the iso-FLOP parabola brackets every family's optimum
       (scaling.fit_isoflop); if no budget does, of the budgets with the most families bracketed, the largest.
     -> (chosen runs, family by family in the order of `runs`, notes: one line per choice saying why)."""
-    from .scaling import fit_isoflop
     labels = labels or {}
     families = list(dict.fromkeys(r['family'] for r in runs))
     budgets = sorted({r['budget'] for r in runs})
