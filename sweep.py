@@ -7,10 +7,11 @@ against AR, and write plots and report.md.
     python sweep.py --preset gpu --data corpus/     # GPT-2 BPE, L = 1024, the paper's smaller sizes, one GPU
     python sweep.py --preset paper --data corpus/ --launcher slurm --nproc-per-node 8   # writes a Slurm script
     python sweep.py --preset paper --data corpus/ --collect                             # ... then fit what finished
+    python sweep.py --pareto --judge runs/judge/ckpt.pt   # speed-quality frontier of the finished sweep's checkpoints
 
 Running the same command again skips finished runs, resumes interrupted ones from their checkpoints, and re-fits;
 a run that fails is recorded (runs.jsonl, report.md) and the others go on. Ctrl-C stops every run cleanly.
-Reads straight down: presets -> arguments -> grid -> runs -> fits -> plots -> report.
+Reads straight down: presets -> (--pareto, a mode of its own) -> arguments -> grid -> runs -> fits -> plots -> report.
 """
 import json
 import os
@@ -19,7 +20,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from nanodllm import cli, data, flops, launch, scaling
+from nanodllm import cli, data, evaluate, flops, launch, scaling
+from nanodllm.common import resolve_device
 from nanodllm.config import SIZES, get_config
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -77,6 +79,81 @@ PRESETS = {
 
 
 # -----------------------------------------------------------------------------
+# --pareto: the speed-quality frontier of the sweep's checkpoints (paper §1.5), a mode of its own that trains
+# nothing: each family's compute-optimal run (of one budget, or of every budget) is sampled over the sampler
+# settings and judged (nanodllm/evaluate.py); <out-dir>/pareto/ gets pareto.json, .png and .md (pareto_all_budgets.*
+# with --all-budgets) and the rows cache rows.jsonl: the same command again measures only what it has not measured.
+if '--pareto' in sys.argv[1:]:
+    q = cli.ArgumentParser(description='The speed-quality Pareto frontier of a finished sweep (paper §1.5): gen PPL '
+                           'under a judge, entropy and tok/s of each family over sampling steps.')
+    q.add_argument('--pareto', action='store_true', required=True)
+    q.add_argument('--judge', required=True, help='the judge LM: an AR checkpoint trained on the same data (e.g. '
+                   'runs/judge/ckpt.pt) or hf:NAME (pip install -e ".[judge]")')
+    q.add_argument('--preset', choices=PRESETS, default='cpu', help='the sweep, for the default --out-dir')
+    q.add_argument('--out-dir', help='the sweep folder (default: runs/sweep_<preset>); results go to <out-dir>/pareto')
+    q.add_argument('--families', help=f"comma-separated subset of the sweep's families: {', '.join(FAMILIES)}")
+    q.add_argument('--budget', type=cli.number(gt=0), help="the budget whose compute-optimal runs are sampled; "
+                   "none: the largest at which every family's optimum is bracketed")
+    q.add_argument('--all-budgets', action='store_true', help="every budget's compute-optimal run, one frontier per "
+                   "family over all of them (the paper's figure)")
+    q.add_argument('--ckpts', help='label=path,... : these checkpoints instead of the sweep\'s (e.g. the runs of '
+                   'benchmarks/compare_families.py)')
+    q.add_argument('--steps', type=cli.list_of(cli.integer(min=1)), help='diffusion sampling steps, comma-separated '
+                   '(default: 8, 16, 32, ... up to the sample length; AR has none)')
+    q.add_argument('--alpha0', type=cli.list_of(cli.number(ge=0, le=1)), default=[1.0, 0.5, 0.25],
+                   help="Eso-LM's alpha0 at sampling time, comma-separated")
+    q.add_argument('--temperature', type=cli.list_of(cli.number(ge=0)), default=[1.0], help='comma-separated')
+    q.add_argument('--top-p', type=cli.list_of(cli.number(gt=0, le=1)), default=[1.0], help='comma-separated')
+    q.add_argument('--num-samples', type=cli.integer(min=1), default=32, help='samples per setting')
+    q.add_argument('--batch-size', type=cli.integer(min=0), default=0, help='samples per sampler call (0: all); '
+                   'the paper: the largest power of two that fits')
+    q.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per sample (0: the training length)')
+    q.add_argument('--seed', type=cli.integer(min=0), default=0)
+    q.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
+    a = q.parse_args()
+    out_dir = a.out_dir or os.path.join('runs', f'sweep_{a.preset}')
+    families = list(dict.fromkeys(a.families.split(','))) if a.families else list(FAMILIES)
+    labels = dict({f: label for f, (label, _) in FAMILIES.items()}, eso='Eso-LM')  # rows say the alpha0 sampled with
+    if a.ckpts and (a.budget or a.all_budgets or a.families):
+        q.fail("--budget, --all-budgets and --families choose among a sweep's runs: drop them, or drop --ckpts")
+    if a.budget and a.all_budgets:
+        q.fail("pass --budget or --all-budgets, not both")
+    if any(f not in FAMILIES for f in families):
+        q.fail(f"unknown family {next(f for f in families if f not in FAMILIES)!r}; valid: {', '.join(FAMILIES)}")
+    try:
+        if a.ckpts:  # label=path,...
+            ckpts, notes = evaluate.parse_ckpts(a.ckpts), []
+        else:  # the sweep's completed runs -> each family's compute-optimal run (of one budget, or of each)
+            runs = sorted((r for r in launch.completed_runs(out_dir) if r['family'] in families),
+                          key=lambda r: families.index(r['family']))
+            if not runs:
+                raise ValueError(f"no completed run of {', '.join(families)} in {out_dir}/runs: finish the sweep "
+                                 f"first (the same command without --pareto), or pass --ckpts")
+            chosen, notes = evaluate.pick_sweep_runs(runs, a.budget, a.all_budgets, labels)
+            ckpts = [(labels[r['family']], r['ckpt'], dict(run=r['name'], size=r['size'], budget=r['budget'],
+                                                           params=r['params'])) for r in chosen]
+        sweep_lock = launch.lock(out_dir)  # not while this folder's sweep trains: tok/s would measure its load
+        print("checkpoints:\n" + "\n".join(f"  {n}" for n in notes or [f"{c[0]}: {c[1]}" for c in ckpts]))
+        device = resolve_device(a.device)
+        judge = evaluate.load_judge(a.judge, device)
+        result = evaluate.run_pareto(ckpts, judge, a.steps, a.alpha0, a.temperature, a.top_p, a.num_samples,
+                                     a.batch_size, a.length, a.seed, device,
+                                     cache=os.path.join(out_dir, 'pareto', 'rows.jsonl'), progress=True)
+    except ValueError as e:
+        q.fail(e)
+    except FloatingPointError as e:  # NaN sampling probabilities: a broken checkpoint
+        q.fail(e, code=1)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the rows measured so far are in {out_dir}/pareto/rows.jsonl; run the same command "
+              f"again to measure the rest", file=sys.stderr)
+        sys.exit(130)
+    result['notes'] = notes
+    paths = evaluate.write_pareto(result, os.path.join(out_dir, 'pareto'),
+                                  'pareto_all_budgets' if a.all_budgets else 'pareto')
+    print(f"wrote {', '.join(paths)}")
+    sys.exit(0)
+
+# -----------------------------------------------------------------------------
 # arguments
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--preset', choices=PRESETS, default='cpu', help='the grid and train.py flags (see PRESETS)')
@@ -94,6 +171,8 @@ p.add_argument('--launcher', choices=('local', 'slurm'), default='local',
 p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished')
 p.add_argument('--retry-failed', action='store_true', help='run failed runs again (from their checkpoint if any)')
 p.add_argument('--dry-run', action='store_true', help='print the grid and what would run, then stop')
+p.add_argument('--pareto', action='store_true', help='sample the finished sweep\'s checkpoints and draw the '
+               'speed-quality frontier instead of training (its flags: python sweep.py --pareto --help)')
 p.add_argument('train_args', nargs='*', help='extra train.py flags for every run, after --, e.g. -- --seed 2')
 args = p.parse_args()
 

@@ -10,12 +10,15 @@ throughput, and the speed-quality Pareto frontier. Owns every sample-quality num
 - `unigram_entropy(x)`: entropy of each sample's token histogram in nats, averaged over samples (spec §7.3).
 - `timed_sample`: tokens/s and NFE of the sampler alone (warm-up excluded, GPU synchronized, judge excluded; §7.4).
 - `reference`: the judge on real held-out text and on the same tokens shuffled, the scale every evaluation prints.
-- `evaluate_checkpoint` (sample.py --eval) and the Pareto pieces (`pareto_settings`, `run_pareto`,
-  `pareto_frontier`, `pareto_table`, `plot_pareto`, `write_pareto`) that sweep.py's --pareto mode calls.
+- `evaluate_checkpoint` (sample.py --eval) and the Pareto pieces that `sweep.py --pareto` calls: `pick_sweep_runs`
+  (which checkpoints of a finished sweep), `pareto_settings` (the sampler settings of a family), `run_pareto` (every
+  checkpoint over its settings, rows cached in rows.jsonl), `pareto_frontier`, `pareto_table`, `plot_pareto`,
+  `write_pareto`, `parse_ckpts`.
 
     python sample.py --ckpt runs/mdlm/ckpt.pt --eval --judge runs/judge/ckpt.pt --num-samples 64 --steps 16,32,64
-    python -m nanodllm.evaluate --pareto --ckpts runs/ar/ckpt.pt,runs/mdlm/ckpt.pt,runs/duo/ckpt.pt,runs/eso/ckpt.pt \
-        --judge runs/judge/ckpt.pt --steps 16,32,64,128,256 --alpha0 1,0.5 --num-samples 32 --out-dir runs/pareto
+    python sweep.py --pareto --judge runs/judge/ckpt.pt                   # a finished `python sweep.py`
+    python sweep.py --pareto --judge runs/judge/ckpt.pt --ckpts ar=runs/ar/ckpt.pt,mdlm=runs/mdlm/ckpt.pt \
+        --out-dir runs/compare --steps 16,32,64,128,256 --alpha0 1,0.5        # any checkpoints
 
 Deviations from the paper's protocol (spec §7.2, §7.4), all deliberate:
 - A text is scored in one window of the judge's context when it fits, as in the paper: [BOS] + its tokens, every
@@ -28,8 +31,9 @@ Deviations from the paper's protocol (spec §7.2, §7.4), all deliberate:
 - The re-tokenized text is scored in full; the paper truncates it at the sampler's length L in judge tokens.
 - Throughput counts the generated tokens only (AR: L - 1 after its BOS; prompts are not counted) and times the
   sampler alone; the paper's gen_ppl.sh timing includes the Llama scoring.
+- A sweep's compute-optimal model at a budget is the trained size with the lowest validation loss (the fitted
+  optimum N* falls between the grid's sizes and was not trained); the paper plots its compute-optimal models.
 """
-import argparse
 import json
 import math
 import os
@@ -38,12 +42,16 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from . import data
+from .checkpoint import read_checkpoint
 from .common import get_family, load_checkpoint, run_info
+from .scaling import fit_isoflop
 
 # -----------------------------------------------------------------------------
-# judges: name, context (tokens per window), bos (id or None), encode(text) -> ids, logits(x (B, T), valid) -> fp32
+# judges: name, key (what the rows cache tells judges apart by), context (tokens per window), bos (id or None),
+# encode(text) -> ids, logits(x (B, T), valid) -> fp32
 
 
 class ARJudge:
@@ -64,6 +72,7 @@ class ARJudge:
         self.context, self.bos = self.model.cfg.seq_len, self.tokenizer.bos
         self.name = (f"{path} (nanodllm AR, {ckpt['args'].get('size')}, {ckpt['tokenizer']} tokens, "
                      f"{ckpt.get('step')} steps, val {ckpt.get('val_loss', float('nan')):.4f})")
+        self.key = file_key(path)
 
     def encode(self, text):
         return self.tokenizer.encode(text)
@@ -98,7 +107,7 @@ class HFJudge:
         cfg = model.config  # GPT-2: n_positions 1024 (also max_position_embeddings); Llama-2: 4096
         self.context = getattr(cfg, 'max_position_embeddings', None) or getattr(cfg, 'n_positions', None) or 1024
         self.bos = tokenizer.bos_token_id  # GPT-2: <|endoftext|>; Llama: <s>
-        self.name = f"hf:{name}"
+        self.name = self.key = f"hf:{name}"
 
     def encode(self, text):
         return self.tokenizer(text, add_special_tokens=False)['input_ids']  # BOS is added per window by judge_nll
@@ -106,6 +115,13 @@ class HFJudge:
     @torch.no_grad()
     def logits(self, x, valid):
         return self.model(input_ids=x, attention_mask=valid.long()).logits.float()
+
+
+def file_key(path):
+    """A file's identity for the rows cache: absolute path, size and modification time (a retrained or replaced
+    checkpoint is a new file; a copied one is recomputed, never mistaken for the old one)."""
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def load_judge(spec, device='cpu'):
@@ -333,33 +349,153 @@ def pareto_settings(family_name, steps_list, alpha0s=(None,), temperatures=(1.0,
     return out
 
 
-def run_pareto(ckpts, judge, steps_list, alpha0s=(None,), temperatures=(1.0,), top_ps=(1.0,), num_samples=32,
-               batch_size=None, length=None, seed=0, device='cpu', log=print, on_row=None):
-    """Sample and judge every checkpoint over its settings -> dict(judge, reference, rows, ...).
+def default_steps(length):
+    """Sampling steps to try when none are given: 8, 16, 32, ... up to the sample length (one token per step)."""
+    return [2 ** k for k in range(3, length.bit_length())] or [length]
 
-    ckpts: list of (label, path). length: tokens per sample (default: the shortest training length among the
-    checkpoints); every checkpoint samples the same length at the same batch size. The reference uses the first
-    checkpoint's data. on_row(result so far) is called after every row (e.g. to save partial results).
+
+def pick_sweep_runs(runs, budget=None, all_budgets=False, labels=None):
+    """The checkpoints of a finished sweep that the frontier samples (paper §1.5 plots the best throughput over the
+    compute-optimal models of all budgets). runs: the sweep's completed runs (launch.completed_runs), dicts with
+    name, family, size, budget, params, val_loss, ckpt.
+
+    A family's compute-optimal run at a budget is its run with the lowest validation loss: the trained size nearest
+    the optimum of the iso-FLOP curve (sizes between the grid's were not trained). Which budget:
+    - all_budgets: every budget, one run per family and budget (a family's frontier is then the best over them);
+    - budget: that one (ValueError if no completed run has it);
+    - default: the largest budget at which the iso-FLOP parabola brackets every family's optimum
+      (scaling.fit_isoflop); if no budget does, of the budgets with the most families bracketed, the largest.
+    -> (chosen runs, family by family in the order of `runs`, notes: one line per choice saying why)."""
+    labels = labels or {}
+    families = list(dict.fromkeys(r['family'] for r in runs))
+    budgets = sorted({r['budget'] for r in runs})
+    at = {(f, b): [r for r in runs if r['family'] == f and r['budget'] == b] for f in families for b in budgets}
+    bracketed = {k: len(v) >= 3 and fit_isoflop([r['params'] for r in v], [r['val_loss'] for r in v])['bracketed']
+                 for k, v in at.items()}
+    notes = []
+    if all_budgets:
+        chosen_budgets = budgets
+        notes.append(f"every budget ({', '.join(f'{b:.3g}' for b in budgets)}): each family's compute-optimal run "
+                     f"of each, one frontier per family over all of them")
+    elif budget is not None:
+        chosen_budgets = [b for b in budgets if math.isclose(b, budget, rel_tol=1e-6)]
+        if not chosen_budgets:
+            raise ValueError(f"--budget {budget:.6g} has no completed run in this sweep: its budgets with completed "
+                             f"runs are {', '.join(f'{b:.6g}' for b in budgets)}")
+    else:
+        def score(b):
+            return sum(bracketed[f, b] for f in families), b
+        chosen_budgets = [max(budgets, key=score)]
+        n_bracketed = score(chosen_budgets[0])[0]
+        notes.append(f"budget {chosen_budgets[0]:.3g} FLOPs: " + (
+            "the largest at which every family's optimum is bracketed" if n_bracketed == len(families) else
+            f"no budget brackets every family's optimum; this one brackets {n_bracketed} of {len(families)} (the "
+            f"most, the largest such budget): pass --budget or --all-budgets to choose"))
+    chosen = []
+    for f in families:
+        for b in chosen_budgets:
+            name = labels.get(f, f)
+            if not at[f, b]:
+                notes.append(f"{name}: no completed run at {b:.3g} FLOPs, left out")
+                continue
+            best = min(at[f, b], key=lambda r: r['val_loss'])
+            chosen.append(best)
+            notes.append(f"{name}: {best['name']} ({best['size']}, {best['params'] / 1e6:.3g}M non-embedding "
+                         f"parameters, val loss {best['val_loss']:.4f}: the lowest of the {len(at[f, b])} run(s) "
+                         f"at {b:.3g} FLOPs" + ("" if bracketed[f, b] else "; the optimum is not bracketed there") + ")")
+    return chosen, notes
+
+
+# the rows cache: <out-dir>/pareto/rows.jsonl, one line {"key": ..., "row": ...} per measured setting
+
+def row_key(path, judge, setting, num_samples, batch_size, length, seed, device):
+    """What a row depends on: the checkpoint file, the judge, the sampler setting, the sample count, batch, length
+    and seed, and the device (with its CPU thread count: tok/s depends on it) -> a string (sorted JSON)."""
+    device = torch.device(device)
+    where = dict(device=torch.cuda.get_device_name(device) if device.type == 'cuda' else device.type,
+                 threads=torch.get_num_threads() if device.type == 'cpu' else None)
+    return json.dumps(dict(ckpt=file_key(path), judge=judge.key, **setting, num_samples=num_samples,
+                           batch_size=batch_size, length=length, seed=seed, **where), sort_keys=True)
+
+
+def read_rows(path):
+    """rows.jsonl -> {key: row}; a line left half-written by a kill is skipped (its row is measured again)."""
+    rows = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    item = json.loads(line)
+                    rows[json.dumps(item['key'], sort_keys=True)] = item['row']
+                except (ValueError, KeyError, TypeError):
+                    pass
+    return rows
+
+
+def append_row(path, key, row):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a') as f:
+        f.write(json.dumps(dict(key=json.loads(key), row=row)) + '\n')
+
+
+def run_pareto(ckpts, judge, steps_list=None, alpha0s=(None,), temperatures=(1.0,), top_ps=(1.0,), num_samples=32,
+               batch_size=None, length=None, seed=0, device='cpu', cache=None, progress=False, log=print):
+    """Sample and judge every checkpoint over its settings -> dict(judge, reference, checkpoints, rows, frontier, ...).
+
+    ckpts: list of (label, path) or (label, path, info); info (e.g. the run's name, size and budget) is copied into
+    the checkpoint's rows, and a label may hold several checkpoints (its frontier is the best over them).
+    length: tokens per sample (default: the shortest training length among the checkpoints), the same for every
+    checkpoint, as is the batch size (default: all samples in one call); steps_list default: default_steps(length).
+    The reference uses the first checkpoint's data. cache: a rows.jsonl path; a row whose row_key is there is read
+    back instead of measured, and a measured row is appended at once, so an interrupted run (KeyboardInterrupt goes
+    on to the caller) loses only the row in progress. Checkpoints are checked first and loaded one at a time.
+    progress: one tqdm bar over all settings.
     """
-    loaded = [(label, path, *load_checkpoint(path, device)) for label, path in ckpts]
-    length = length or min(model.cfg.seq_len for _, _, model, _ in loaded)
-    first = loaded[0][3]
-    ref = reference(judge, first['args']['data'], first['tokenizer'], num_samples, length, seed)
+    ckpts = [(c[0], c[1], dict(c[2]) if len(c) > 2 else {}) for c in ckpts]
+    metas = []
+    for _, path, _ in ckpts:  # read and check every checkpoint before sampling: a bad one fails now, not in an hour
+        ckpt = read_checkpoint(path)
+        metas.append(dict(family=ckpt['family'], seq_len=ckpt['model_config']['seq_len'], data=ckpt['args']['data'],
+                          tokenizer=ckpt['tokenizer']))
+        del ckpt
+    length = length or min(m['seq_len'] for m in metas)
+    steps_list = list(steps_list or default_steps(length))
+    batch_size = batch_size or num_samples
+    ref = reference(judge, metas[0]['data'], metas[0]['tokenizer'], num_samples, length, seed)
+    plan = [(label, path, info, s) for (label, path, info), m in zip(ckpts, metas)
+            for s in pareto_settings(m['family'], steps_list, alpha0s, temperatures, top_ps)]
+    keys = [row_key(path, judge, s, num_samples, batch_size, length, seed, device) for _, path, _, s in plan]
+    cached = read_rows(cache) if cache else {}
+    n_cached = sum(k in cached for k in keys)
     log(reference_lines(judge, ref))
-    result = dict(judge=judge.name, reference=ref, num_samples=num_samples, batch_size=batch_size or num_samples,
-                  length=length, seed=seed, run_info=run_info(torch.device(device)), rows=[])
-    for label, path, model, ckpt in loaded:
-        log(f"--- {label}: {path} | {ckpt['family']} {ckpt['options']} | val {ckpt.get('val_loss', float('nan')):.4f}")
-        log('| setting ' + ROW_HEADER.replace('\n|', '\n|---|', 1))
-        for s in pareto_settings(ckpt['family'], steps_list, alpha0s, temperatures, top_ps):
-            kwargs = sampler_kwargs(ckpt, s['alpha0'])
-            row = evaluate_setting(model, ckpt, judge, num_samples, length, s['steps'], batch_size, s['temperature'],
-                                   s['top_p'], seed, **kwargs)
-            row.update(label=label, ckpt=path, options=ckpt['options'], val_loss=ckpt.get('val_loss'))
+    log(f"{len(plan)} settings of {len(ckpts)} checkpoints, {num_samples} samples of {length} tokens each, batch "
+        f"{batch_size}: {n_cached} read back from {cache}, {len(plan) - n_cached} to measure" if cache else
+        f"{len(plan)} settings of {len(ckpts)} checkpoints, {num_samples} samples of {length} tokens each, batch "
+        f"{batch_size}")
+    result = dict(judge=judge.name, reference=ref, num_samples=num_samples, batch_size=batch_size, length=length,
+                  seed=seed, steps=steps_list, run_info=run_info(torch.device(device)),
+                  checkpoints=[dict(info, label=label, ckpt=path) for label, path, info in ckpts], rows=[])
+    say = tqdm.write if progress else log
+    loaded_path, model, ckpt = None, None, None
+    with tqdm(total=len(plan), desc='pareto', unit='setting', disable=not progress, dynamic_ncols=True) as bar:
+        for (label, path, info, s), key in zip(plan, keys):
+            row = cached.get(key)
+            if row is None:
+                if loaded_path != path:
+                    model = ckpt = None  # free the previous model before loading the next
+                    model, ckpt = load_checkpoint(path, device)
+                    loaded_path = path
+                row = evaluate_setting(model, ckpt, judge, num_samples, length, s['steps'], batch_size,
+                                       s['temperature'], s['top_p'], seed, **sampler_kwargs(ckpt, s['alpha0']))
+                row.update(options=ckpt['options'], val_loss=ckpt.get('val_loss'))
+                if cache:
+                    append_row(cache, key, row)
+            row = dict(row, **info, label=label, ckpt=path)
             result['rows'].append(row)
-            log(f"| {setting_name(row)} " + row_line(row))
-            if on_row is not None:
-                on_row(result)
+            bar.update()
+            say(f"{label}{' ' + row['run'] if 'run' in row else ''} {setting_name(row)}: NFE {row['nfe']:.0f}, "
+                f"{row['tok_s']:,.0f} tok/s, gen PPL {row['gen_ppl']:.2f}, entropy {row['entropy']:.3f}"
+                + (" (read back)" if key in cached else ""))
     result['frontier'] = pareto_frontier(result['rows'])
     return result
 
@@ -384,46 +520,66 @@ def pareto_frontier(rows):
     return [not any(o['label'] == r['label'] and dominates(o, r) for o in rows) for r in rows]
 
 
+def _checkpoint_name(r):
+    """A row's checkpoint in the table and plot: its sweep run, else its folder name."""
+    return r.get('run') or os.path.basename(os.path.dirname(os.path.abspath(r['ckpt'])))
+
+
 def pareto_table(result):
-    """Markdown: the reference, then every row (label, setting, NFE, tok/s, gen PPL, entropy, frontier)."""
+    """Markdown: the set-up and reference, how the checkpoints were chosen (result['notes'], if any), then every row
+    (label, checkpoint, setting, NFE, seconds, tok/s, gen PPL, entropy, frontier)."""
     ref = result['reference']
     lines = [f"Judge: {result['judge']}. {result['num_samples']} samples of {result['length']} tokens per setting, "
-             f"batch {result['batch_size']}. Real held-out text: gen PPL {ref['real_ppl']:.2f}, entropy "
-             f"{ref['real_entropy']:.3f}; the same tokens shuffled: gen PPL {ref['shuffled_ppl']:.2f}.", '',
-             '| model | setting | NFE | seconds | tok/s | gen PPL | entropy | frontier |',
-             '|---|---|---|---|---|---|---|---|']
+             f"batch {result['batch_size']}, on {result['run_info'].get('device', '?')}. Real held-out text: gen PPL "
+             f"{ref['real_ppl']:.2f}, entropy {ref['real_entropy']:.3f}; the same tokens shuffled: gen PPL "
+             f"{ref['shuffled_ppl']:.2f}.", '']
+    if result.get('notes'):
+        lines += ['Checkpoints:', ''] + [f"- {n}" for n in result['notes']] + ['']
+    lines += ['| model | checkpoint | setting | NFE | seconds | tok/s | gen PPL | entropy | frontier |',
+              '|---|---|---|---|---|---|---|---|---|']
     for r, front in zip(result['rows'], result['frontier']):
-        lines.append(f"| {r['label']} | {setting_name(r)} | {r['nfe']:.0f} | {r['seconds']:.2f} | {r['tok_s']:,.0f} "
-                     f"| {r['gen_ppl']:.2f} | {r['entropy']:.3f} | {'yes' if front else ''} |")
+        lines.append(f"| {r['label']} | {_checkpoint_name(r)} | {setting_name(r)} | {r['nfe']:.0f} | "
+                     f"{r['seconds']:.2f} | {r['tok_s']:,.0f} | {r['gen_ppl']:.2f} | {r['entropy']:.3f} | "
+                     f"{'yes' if front else ''} |")
     return '\n'.join(lines) + '\n'
 
 
 def plot_pareto(result, path):
     """Two panels against gen PPL (x, log): tok/s (log) with each label's frontier as a line, like the paper's
-    figure, and entropy; the real held-out text is the dashed reference line in both."""
+    figure, and entropy; the real held-out text is the dashed reference line in both. Frontier points are annotated
+    with their setting (and checkpoint, where a label has several)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     labels = list(dict.fromkeys(r['label'] for r in result['rows']))
     for i, label in enumerate(labels):
         color = f"C{i}"
         pts = [(r, f) for r, f in zip(result['rows'], result['frontier']) if r['label'] == label]
-        ax1.scatter([r['gen_ppl'] for r, _ in pts], [r['tok_s'] for r, _ in pts], color=color, s=18, alpha=0.6)
+        several = len({r['ckpt'] for r, _ in pts}) > 1
+        ax1.scatter([r['gen_ppl'] for r, _ in pts], [r['tok_s'] for r, _ in pts], color=color, s=14, alpha=0.4)
         front = sorted((r for r, f in pts if f), key=lambda r: r['gen_ppl'])
-        ax1.plot([r['gen_ppl'] for r in front], [r['tok_s'] for r in front], '-o', color=color, label=label)
-        for r, _ in pts:
-            ax1.annotate(setting_name(r), (r['gen_ppl'], r['tok_s']), fontsize=6, color=color,
-                         xytext=(3, 3), textcoords='offset points')
-        ax2.scatter([r['gen_ppl'] for r, _ in pts], [r['entropy'] for r, _ in pts], color=color, label=label, s=18)
+        ax1.plot([r['gen_ppl'] for r in front], [r['tok_s'] for r in front], '-o', color=color, ms=4, label=label)
+        for r in front:
+            where = f"{r['size']}@{r['budget']:.2g}" if 'size' in r and 'budget' in r else _checkpoint_name(r)
+            ax1.annotate(setting_name(r) + (f" {where}" if several else ''),
+                         (r['gen_ppl'], r['tok_s']), fontsize=6, color=color, xytext=(3, 3),
+                         textcoords='offset points')
+        ax2.scatter([r['gen_ppl'] for r, _ in pts], [r['entropy'] for r, _ in pts], color=color, label=label, s=14)
     ref = result['reference']
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 20, 30, 50 rather than 2 x 10^1
+    some = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in '235' else '')
     for ax in (ax1, ax2):
         ax.axvline(ref['real_ppl'], color='k', ls='--', lw=1, label=f"real text ({ref['real_ppl']:.1f})")
         ax.set_xscale('log')
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(some)
         ax.set_xlabel('generative perplexity under the judge (lower is better)')
         ax.grid(alpha=0.3, which='both')
     ax2.axhline(ref['real_entropy'], color='k', ls=':', lw=1, label=f"real text entropy ({ref['real_entropy']:.2f})")
     ax1.set_yscale('log')
+    ax1.yaxis.set_major_formatter(plain)
     ax1.set_ylabel('sampling throughput (generated tokens/s)')
     ax2.set_ylabel('unigram entropy per sample (nats)')
     ax1.set_title(f"speed vs quality, {result['num_samples']} x {result['length']} tokens, batch "
@@ -447,18 +603,6 @@ def write_pareto(result, out_dir, name='pareto'):
     return paths
 
 
-# -----------------------------------------------------------------------------
-# command line (sweep.py --pareto will call the same functions)
-
-
-def parse_list(text, kind=int, flag='--steps'):
-    """'16,32,64' -> [16, 32, 64]; ValueError naming the flag if an item does not parse."""
-    try:
-        return [kind(v) for v in str(text).split(',') if v.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} takes a comma-separated list of {kind.__name__} values, got {text!r}") from None
-
-
 def parse_ckpts(text):
     """'a/ckpt.pt,eso=runs/eso-alpha0=1/ckpt.pt' -> [(label, path)]: 'label=' is a prefix without '/'; the default
     label is the checkpoint's folder name."""
@@ -469,53 +613,3 @@ def parse_ckpts(text):
             label, path = os.path.basename(os.path.dirname(os.path.abspath(item))), item
         out.append((label, path))
     return out
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description='Speed-quality Pareto frontier of nanodllm checkpoints (paper §1.5): '
-                                'gen PPL, entropy and tok/s over sampler settings -> JSON, PNG, markdown.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--pareto', action='store_true', help='run the Pareto sweep (the only mode of this command)')
-    p.add_argument('--ckpts', required=True, help='comma-separated checkpoints, optionally label=path')
-    p.add_argument('--judge', required=True, help='an AR checkpoint (nanodllm) or hf:NAME (needs the judge extra)')
-    p.add_argument('--steps', default='16,32,64,128,256', help='diffusion sampling steps to try (AR ignores them)')
-    p.add_argument('--alpha0', default='', help='eso: sampling-time alpha0 values (default: as trained)')
-    p.add_argument('--temperature', default='1.0', help='comma-separated sampling temperatures')
-    p.add_argument('--top-p', default='1.0', help='comma-separated nucleus masses')
-    p.add_argument('--num-samples', type=int, default=32, help='samples per setting')
-    p.add_argument('--batch-size', type=int, default=0, help='samples per sampler call (0: all); the paper: the '
-                   'largest power of two that fits')
-    p.add_argument('--length', type=int, default=0, help='tokens per sample (0: the shortest training length)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--out-dir', default='runs/pareto', help='where pareto.json, pareto.png and pareto.md go')
-    args = p.parse_args(argv)
-    if not args.pareto:
-        p.exit(2, "error: pass --pareto (this command only runs the Pareto sweep; for one checkpoint use "
-                  "`python sample.py --ckpt X --eval --judge J`)\n")
-    try:
-        steps = parse_list(args.steps, int, '--steps')
-        alpha0s = parse_list(args.alpha0, float, '--alpha0') or [None]
-        temperatures = parse_list(args.temperature, float, '--temperature')
-        top_ps = parse_list(args.top_p, float, '--top-p')
-        ckpts = parse_ckpts(args.ckpts)
-        if not ckpts or not steps or min(steps) < 1 or args.num_samples < 1 or args.batch_size < 0:
-            raise ValueError("need at least one checkpoint, steps >= 1, --num-samples >= 1 and --batch-size >= 0")
-        for _, path in ckpts:
-            if not os.path.isfile(path):
-                raise ValueError(f"no checkpoint at {path}: pass the ckpt.pt files written by train.py")
-        judge = load_judge(args.judge, args.device)
-        result = run_pareto(ckpts, judge, steps, alpha0s, temperatures, top_ps, args.num_samples,
-                            args.batch_size or None, args.length or None, args.seed, args.device,
-                            on_row=lambda res: write_json(os.path.join(args.out_dir, 'pareto.partial.json'), res))
-    except ValueError as e:
-        p.exit(2, f"error: {e}\n")
-    paths = write_pareto(result, args.out_dir)
-    partial = os.path.join(args.out_dir, 'pareto.partial.json')
-    if os.path.exists(partial):
-        os.remove(partial)
-    print('\n' + pareto_table(result) + '\nwrote ' + ', '.join(paths))
-
-
-if __name__ == '__main__':
-    main()

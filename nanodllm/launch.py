@@ -1,5 +1,6 @@
-"""Run plumbing of sweep.py: what state a run folder is in, a local pool of train.py processes, Ctrl-C, the
-runs.jsonl index, and the Slurm array script. sweep.py decides what to run; this module runs it.
+"""Run plumbing of sweep.py: what state a run folder is in (and which runs of a sweep have completed, for
+--pareto), a local pool of train.py processes, Ctrl-C, the runs.jsonl index, and the Slurm array script. sweep.py
+decides what to run; this module runs it.
 
 A run is a dict: name, dir (its folder), args (the train.py flags, without --out-dir/--resume) and whatever the
 caller adds (family, size, budget). Each run is one `train.py` process (or one torchrun with --nproc-per-node), so
@@ -66,6 +67,33 @@ def run_state(run_dir):
     if os.path.isfile(os.path.join(run_dir, 'ckpt.pt')):
         return 'interrupted', results, None
     return 'new', results, None
+
+
+def completed_runs(out_dir):
+    """The completed runs of the sweep in out_dir, read from its run folders (runs/<family>_<size>_<budget>/, with
+    results.json status 'completed' and a ckpt.pt), not from runs.jsonl, which holds only the grid of the sweep's
+    last command -> list of dicts: name, family, size, budget, params (non-embedding), val_loss, dir, ckpt.
+    ValueError if out_dir holds no sweep."""
+    runs_dir = os.path.join(out_dir, 'runs')
+    if not os.path.isdir(runs_dir):
+        raise ValueError(f"{out_dir} holds no sweep (no runs/ folder): run `python sweep.py` first, pass the sweep's "
+                         f"--out-dir, or pass --ckpts")
+    out = []
+    for name in sorted(os.listdir(runs_dir)):
+        run_dir = os.path.join(runs_dir, name)
+        parts = name.rsplit('_', 2)  # sweep.py names a run f"{family}_{size}_{budget:g}"
+        state, results, _ = run_state(run_dir)
+        if (len(parts) != 3 or state != 'completed' or not os.path.isfile(os.path.join(run_dir, 'ckpt.pt'))
+                or results.get('val_loss') is None or not results.get('non_embedding_params')):
+            continue
+        try:
+            budget = float(parts[2])
+        except ValueError:
+            continue
+        out.append(dict(name=name, family=parts[0], size=parts[1], budget=budget,
+                        params=results.get('non_embedding_params'), val_loss=results.get('val_loss'), dir=run_dir,
+                        ckpt=os.path.join(run_dir, 'ckpt.pt')))
+    return out
 
 
 # flags that change how a run is computed, not what it computes (train.py --resume accepts a new micro-batch size)

@@ -1,5 +1,6 @@
 """Sample quality (nanodllm/evaluate.py): gen PPL against a brute-force judge NLL, entropy closed forms, the
-real-vs-shuffled scale, re-tokenization, throughput bookkeeping, the Pareto frontier, and the two commands.
+real-vs-shuffled scale, re-tokenization, throughput bookkeeping, the Pareto frontier, and sample.py --eval
+(`sweep.py --pareto`, the Pareto command, is tested in test_pareto.py).
 
     python -m pytest -q tests/test_evaluate.py          # ~30 s on one CPU core
 """
@@ -248,28 +249,6 @@ def nano_checkpoints(tmp_path_factory):
 def run(cmd, cwd):
     return subprocess.run([sys.executable] + cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
-
-
-@pytest.mark.slow
-def test_pareto_command_writes_json_png_and_table(nano_checkpoints, trained_judge, tmp_path):
-    ckpts = ','.join(f'{k}={v}' for k, v in nano_checkpoints.items())
-    out = run(['-m', 'nanodllm.evaluate', '--pareto', '--ckpts', ckpts, '--judge', trained_judge, '--steps', '2,4',
-               '--alpha0', '1,0.5', '--num-samples', '4', '--batch-size', '2', '--out-dir', 'pareto'], tmp_path)
-    assert out.returncode == 0, out.stderr
-    res = json.loads((tmp_path / 'pareto' / 'pareto.json').read_text())
-    assert [r['label'] for r in res['rows']] == ['ar'] + ['mdlm'] * 2 + ['duo'] * 2 + ['eso'] * 4
-    assert [r['steps'] for r in res['rows'] if r['label'] == 'eso'] == [2, 4, 2, 4]
-    assert [r['alpha0'] for r in res['rows'] if r['label'] == 'eso'] == [1.0, 1.0, 0.5, 0.5]
-    assert len(res['frontier']) == 9 and all(r['length'] == 16 and r['batch_size'] == 2 for r in res['rows'])
-    assert all(math.isfinite(r['gen_ppl']) and r['tok_s'] > 0 for r in res['rows'])
-    assert res['reference']['real_ppl'] < res['reference']['shuffled_ppl']
-    assert (tmp_path / 'pareto' / 'pareto.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    table = (tmp_path / 'pareto' / 'pareto.md').read_text()
-    assert table.count('\n| ') == 1 + 9 and 'Real held-out text' in table
-    assert not (tmp_path / 'pareto' / 'pareto.partial.json').exists()
-    bad = run(['-m', 'nanodllm.evaluate', '--pareto', '--ckpts', ckpts, '--judge', trained_judge, '--steps', 'x'],
-              tmp_path)
-    assert bad.returncode == 2 and bad.stderr.startswith('error: --steps') and 'Traceback' not in bad.stderr
 
 
 @pytest.mark.slow
