@@ -5,11 +5,9 @@
     torchrun --standalone --nproc_per_node=8 train.py --family eso --size 1.7b --tokenizer gpt2 --data corpus/ \
         --seq-len 2048 --batch-size 256 --micro-batch-size 16 --fsdp --activation-checkpointing --lr 2e-4 --compile
 
-The 1.7B line fits an 80 GB GPU per the memory planner (~42 GB per GPU; plain DDP fits --micro-batch-size 4,
-~66 GB): `python -m nanodllm.flops --size 1.7b --family eso --nproc 8 --batch-size 256 --micro-batch-size 16
---fsdp --activation-checkpointing` prints the plan, and train.py prints it at start-up on a GPU (a warning when
-it will not fit). Only steps that log (--log-every) make the host wait for the GPU (nanodllm/loop.py); rank 0
-writes checkpoints in a background thread.
+The 1.7B line needs ~42 GB per GPU per the memory planner (plain DDP fits --micro-batch-size 4 in 80 GB): `python
+-m nanodllm.flops` with the same flags prints the plan, and train.py prints it at start-up on a GPU. Only log steps
+(--log-every) make the host wait for the GPU (nanodllm/loop.py); rank 0 writes checkpoints in the background.
 
 Reads straight down: args -> processes -> out-dir -> data -> model, wrapped (DDP or FSDP) -> optimizer and schedule
 -> loop -> results.json.
@@ -117,14 +115,12 @@ batch_size = count // args.seq_len if unit == 'tokens' else count  # global sequ
 # -----------------------------------------------------------------------------
 # processes, devices, precision, seeds
 try:
-    ddp, rank, local_rank, world, device = init_distributed(args.device)
+    ddp, rank, _, world, device = init_distributed(args.device)
     dtype = resolve_dtype(args.dtype, device)  # the dtype really used: recorded in the log, checkpoint and results
 except ValueError as e:
     p.fail(e)
 master = rank == 0
 autocast = autocast_context(device, dtype)
-
-
 torch.manual_seed(args.seed + rank)  # masks and noise differ per rank; t strata are shared (see noise.sample_t)
 if device.type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -188,15 +184,20 @@ if max_steps < 1:
     p.fail(f"--flops {args.flops:g} buys less than one step of {3 * flops_per_token * tokens_per_step:.3g} FLOPs: "
            f"raise it or shrink --size/--batch-size")
 warmup = args.warmup_steps if args.warmup_steps >= 0 else min(max(round(0.01 * max_steps), 100), max_steps // 10)
+model = parallel.wrap_model(raw_model, device, fsdp=fsdp, compile=args.compile, dtype=dtype)  # (compile: slow start)
+model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the compile/DDP/FSDP wrappers too
+optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
+                              weight_decay=args.weight_decay, fused=device.type == 'cuda')  # FSDP: over the shards
 scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')  # fp16 needs loss scaling; a no-op otherwise
 start_step, val_loss, seconds_before, resumed = 0, None, 0.0, ''
-if args.resume:  # the weights go into the plain model, before DDP broadcasts or FSDP shards them
+if args.resume:  # any mode's checkpoint, on any process count; under FSDP every rank loads its shards
     expected = dict(family=args.family, options=options, size=args.size, seq_len=args.seq_len, seed=args.seed,
                     tokenizer=args.tokenizer, data=args.data, batch_size=batch_size, model_config=asdict(cfg),
                     data_sha256=meta.get('source_sha256'))
-    try:
-        ckpt, note = checkpoint.resume(ckpt_path, raw_model, None, scaler, train_loader, expected,
-                                       mmap=device.type == 'cuda')  # (mmap: one copy in memory for all the ranks)
+    hyper = dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)  # this run's, over the saved ones
+    try:  # (mmap on GPUs: the page cache holds one copy of the file for all the ranks)
+        ckpt, note = checkpoint.resume(ckpt_path, raw_model, optimizer, scaler, train_loader, expected, hyper,
+                                       mmap=device.type == 'cuda')
     except ValueError as e:
         problem = e
     p.fail_together(problem, ddp, device)
@@ -205,17 +206,6 @@ if args.resume:  # the weights go into the plain model, before DDP broadcasts or
     if start_step > max_steps:
         p.fail(f"--resume: the checkpoint is at step {start_step}, beyond the {max_steps} steps asked for: raise "
                f"--max-steps/--flops")
-model = parallel.wrap_model(raw_model, device, fsdp=fsdp, compile=args.compile, dtype=dtype)  # (compile: slow start)
-model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the compile/DDP/FSDP wrappers too
-optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
-                              weight_decay=args.weight_decay, fused=device.type == 'cuda')  # FSDP: over the shards
-if args.resume:
-    try:
-        checkpoint.load_optimizer(ckpt, raw_model, optimizer, ckpt_path,
-                                  hyper=dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay))
-    except ValueError as e:
-        problem = e
-    p.fail_together(problem, ddp, device)
 batches = loop.Prefetcher(train_loader)  # the next micro-batch is read while the current one computes
 record = loop.StepRecord(device, check_grad_norm=not scaler.is_enabled())  # loss, grad norm, first bad step
 writer = checkpoint.BackgroundWriter()  # rank 0 writes checkpoints while training goes on
@@ -252,15 +242,12 @@ def show_sample(step):
 
 
 def check(step):
-    """Read the step record (the host waits for the GPU: only on log steps, evaluations and checkpoints) -> loss and
-    gradient norm of the last step. A non-finite loss or gradient norm at any step so far ends the run, exit 3,
-    naming the FIRST such step and its values.
-
+    """Read the step record (the host waits for the GPU: log steps, evaluations, checkpoints) -> the last step's loss
+    and gradient norm. A non-finite loss or gradient norm at any step so far ends the run (exit 3), naming the FIRST.
     Why weights updated by a non-finite step are never saved: the optimizer step is queued without waiting for the
-    loss, so a bad step does update the weights (and later steps compute garbage). But the record keeps the first
-    bad step until it is read, and save() reads it before it gathers anything: a run with a bad step behind it
-    exits here instead. Finite steps that still leave non-finite weights are caught by save()'s all_finite. So the
-    checkpoint on disk always holds the weights from before the first bad step."""
+    loss, so a bad step does update the weights; but the record keeps the first bad step until it is read, and save()
+    calls check() before it gathers anything, so such a run exits instead (finite steps that leave non-finite
+    weights are caught by save()'s all_finite): the checkpoint on disk predates the first bad step."""
     loss, grad_norm, bad = record.read()
     if bad is not None:
         diverged(bad[0], f"loss {bad[1]}, gradient norm {bad[2]}")
@@ -307,11 +294,8 @@ def finish(status, step, message=None, code=0, write=True):
     """Wait for the checkpoint being written (if it failed, the run failed: exit 1, unless it diverged), write
     results.json (rank 0), print the last line, exit with `code` (0, 1, 3 or 130)."""
     bar.close()
-    error = writer.wait()
-    if error is not None and status != 'diverged':
-        status, code = 'failed', rundir.EXIT_ERROR
-        message = (f"could not save {ckpt_path}: {getattr(error, 'strerror', None) or error}: free disk space or fix "
-                   f"the permissions; the previous checkpoint is kept, continue with --resume")
+    if (error := writer.wait()) and status != 'diverged':
+        status, message, code = 'failed', error, rundir.EXIT_ERROR
     written = run.write_results(results(status, step, message)) if write else True
     if message:
         run.error(message)
@@ -338,10 +322,9 @@ info = run_info(device)
 n_params = raw_model.num_params()
 peak = flops.peak_flops(device)
 run.log(f"run: {json.dumps(info)}\nargs: {json.dumps(vars(args))}\nmodel: {json.dumps(asdict(cfg))}")
-mode = ('FSDP' if fsdp else 'DDP' if ddp else 'one process') + (' + activation checkpointing' * bool(
-    args.activation_checkpointing))
 run.log(f"family {args.family} {options} | {n_params / 1e6:.2f}M non-embedding params | {world} process(es) on "
-        f"{device} ({dtype}, {mode}) | batch {batch_size} x {args.seq_len} = {tokens_per_step:,} tokens/step = {micro}"
+        f"{device} ({dtype}, {'FSDP' if fsdp else 'DDP' if ddp else 'one process'}"
+        f"{', activation checkpointing' if args.activation_checkpointing else ''}) | batch {batch_size} x {args.seq_len} = {tokens_per_step:,} tokens/step = {micro}"
         f" x {world} x {grad_accum} accumulation | {max_steps} steps, "
         f"{3 * flops_per_token * tokens_per_step * max_steps:.3g} FLOPs | warmup {warmup} | validation on {n_eval} "
         f"sequences | peak {peak:.3g} FLOP/s" + (" (measured fp32 matmul)" if device.type == 'cpu' else ""))

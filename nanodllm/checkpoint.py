@@ -97,18 +97,19 @@ class BackgroundWriter:
     slow part, serialising and fsyncing gigabytes (~22 GB at 1.7B), happens here. The write is `save_checkpoint`
     as before: atomic, so a failure (full disk, permissions) or a crash leaves the previous checkpoint untouched.
     An error is kept, not raised in the thread, and reported at the next check: `failed()` without waiting (every
-    step), `failed(wait=True)` before the next write, and `wait()`, which returns it, before the process exits.
-    The state handed over must be a copy no one modifies any more (full_state_dict guarantees it)."""
+    step), `failed(wait=True)` before the next write, and `wait()`, which returns it as one line, before the
+    process exits. The state handed over must be a copy no one modifies any more (full_state_dict's are)."""
 
     THREAD_NAME = 'nanodllm-checkpoint-writer'
 
     def __init__(self):
-        self.thread, self.error = None, None
+        self.thread, self.error, self.path = None, None, None
 
     def start(self, path, ckpt):
         """Write ckpt to path in the background, after the write in progress (if any) has finished."""
         if self.thread is not None:
             self.thread.join()
+        self.path = path
         self.thread = threading.Thread(target=self._write, args=(path, ckpt), name=self.THREAD_NAME)
         self.thread.start()
 
@@ -125,11 +126,14 @@ class BackgroundWriter:
         return self.error is not None and not (self.thread is not None and self.thread.is_alive())
 
     def wait(self):
-        """Wait for the write in progress -> its error, or None; the error is cleared."""
+        """Wait for the write in progress -> None, or what went wrong in one line (then forgotten)."""
         if self.thread is not None:
             self.thread.join()
         error, self.error = self.error, None
-        return error
+        if error is None:
+            return None
+        return (f"could not save {self.path}: {getattr(error, 'strerror', None) or error}: free disk space or fix "
+                f"the permissions; the previous checkpoint is kept, continue with --resume")
 
 
 # -----------------------------------------------------------------------------
@@ -208,11 +212,24 @@ def read_checkpoint(path, mmap=False):
     return ckpt
 
 
+def _is_fsdp(model):
+    """Sharded by FSDP? Only possible under torch.distributed, so sample.py never imports nanodllm.parallel (~1 s)."""
+    if not dist.is_initialized():
+        return False
+    from . import parallel
+    return parallel.is_fsdp(model)
+
+
 def load_weights(model, ckpt, path):
-    """model.load_state_dict(ckpt['model']): every weight present, none extra, every shape right; else one line."""
+    """model.load_state_dict(ckpt['model']): every weight present, none extra, every shape right; else one line.
+    A model sharded by FSDP loads the full weights through parallel.load_full_state_dict (every rank calls it)."""
     try:
-        model.load_state_dict(ckpt['model'])
-    except RuntimeError as e:
+        if _is_fsdp(model):
+            from . import parallel
+            parallel.load_full_state_dict(model, model_state=ckpt['model'])
+        else:
+            model.load_state_dict(ckpt['model'])
+    except (RuntimeError, KeyError, ValueError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise CheckpointError(f"the weights in {path} do not fit its model_config {ckpt['model_config']} "
                               f"({' '.join(lines[1:3])[:300]}): the checkpoint is corrupt or was edited") from None
@@ -261,8 +278,8 @@ def resume(path, model, optimizer, scaler, loader, expected, hyper=None, mmap=Fa
     is a CheckpointError naming the flag. The micro-batch size and the process count may change (the data position
     is converted; `restore_rng` then puts back the random streams). hyper: the optimizer
     settings of this run (betas, weight_decay), applied over the saved ones so that changed flags take effect.
-    optimizer=None leaves the optimizer to `load_optimizer` (train.py: the weights are loaded into the plain model
-    before DDP/FSDP wraps it, the optimizer is built after, over the sharded parameters). mmap: see read_checkpoint."""
+    The model may be wrapped already (DDP, FSDP: every rank calls it) and the optimizer built over its (sharded)
+    parameters; a checkpoint from any mode and process count loads (see load_optimizer). mmap: see read_checkpoint."""
     ckpt = read_checkpoint(path, mmap=mmap)
     saved = dict(ckpt['args'], family=ckpt['family'], tokenizer=ckpt['tokenizer'], options=ckpt['options'],
                  model_config=ckpt['model_config'],
@@ -281,8 +298,7 @@ def resume(path, model, optimizer, scaler, loader, expected, hyper=None, mmap=Fa
         raise CheckpointError(f"{path} was written by an older nanodllm (no RNG state / data position): it can be "
                               f"sampled from but not resumed; start a new run with --overwrite")
     load_weights(model, ckpt, path)
-    if optimizer is not None:
-        load_optimizer(ckpt, model, optimizer, path, hyper)
+    load_optimizer(ckpt, model, optimizer, path, hyper)
     try:
         if scaler is not None and ckpt.get('scaler'):
             scaler.load_state_dict(ckpt['scaler'])
@@ -309,9 +325,9 @@ def load_optimizer(ckpt, model, optimizer, path, hyper=None):
     built over `model`'s parameters, sharded (FSDP: every rank calls it, parallel.load_full_state_dict) or not
     (optimizer.load_state_dict, as always); then apply `hyper` (this run's betas, weight decay) over the saved
     settings. A state that does not fit is a CheckpointError."""
-    from . import parallel  # here: parallel imports the model, which this module's readers do not need
     try:
-        if parallel.is_fsdp(model):
+        if _is_fsdp(model):
+            from . import parallel
             parallel.load_full_state_dict(model, optimizer, optim_state=ckpt['optimizer'])
         else:
             optimizer.load_state_dict(ckpt['optimizer'])
