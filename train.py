@@ -324,10 +324,11 @@ peak = flops.peak_flops(device)
 run.log(f"run: {json.dumps(info)}\nargs: {json.dumps(vars(args))}\nmodel: {json.dumps(asdict(cfg))}")
 run.log(f"family {args.family} {options} | {n_params / 1e6:.2f}M non-embedding params | {world} process(es) on "
         f"{device} ({dtype}, {'FSDP' if fsdp else 'DDP' if ddp else 'one process'}"
-        f"{', activation checkpointing' if args.activation_checkpointing else ''}) | batch {batch_size} x {args.seq_len} = {tokens_per_step:,} tokens/step = {micro}"
-        f" x {world} x {grad_accum} accumulation | {max_steps} steps, "
-        f"{3 * flops_per_token * tokens_per_step * max_steps:.3g} FLOPs | warmup {warmup} | validation on {n_eval} "
-        f"sequences | peak {peak:.3g} FLOP/s" + (" (measured fp32 matmul)" if device.type == 'cpu' else ""))
+        f"{', activation checkpointing' if args.activation_checkpointing else ''}) | batch {batch_size} x "
+        f"{args.seq_len} = {tokens_per_step:,} tokens/step = {micro} x {world} x {grad_accum} accumulation | "
+        f"{max_steps} steps, {3 * flops_per_token * tokens_per_step * max_steps:.3g} FLOPs | warmup {warmup} | "
+        f"validation on {n_eval} sequences | peak {peak:.3g} FLOP/s"
+        + (" (measured fp32 matmul)" if device.type == 'cpu' else ""))
 if args.fsdp and not ddp:
     run.log("note: --fsdp in one process: there is nothing to shard, so it trains as one process (use torchrun)")
 if device.type == 'cuda':  # what the planner predicts this step needs, and a warning if it will not fit

@@ -256,4 +256,5 @@ def test_options_that_do_not_apply_or_do_not_fit_are_one_line_errors(corpus, tmp
     out = run(TINY + ['--data', corpus, '--batch-size', '100000'], cwd=tmp_path, check=False)
     assert out.returncode == 2 and 'smaller --batch-size' in out.stderr and 'Traceback' not in out.stderr
     out = run(TINY + ['--data', corpus, '--fsdp', '--dtype', 'float16'], cwd=tmp_path, check=False)
-    assert out.returncode == 2 and out.stderr.count('\n') == 1 and '--fsdp does not work with --dtype float16' in out.stderr
+    assert out.returncode == 2 and out.stderr.count('\n') == 1
+    assert '--fsdp does not work with --dtype float16' in out.stderr
