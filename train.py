@@ -5,9 +5,10 @@
     torchrun --standalone --nproc_per_node=8 train.py --family eso --size 1.7b --tokenizer gpt2 --data corpus/ \
         --seq-len 2048 --batch-size 256 --micro-batch-size 16 --fsdp --activation-checkpointing --lr 2e-4 --compile
 
-The 1.7B line needs ~42 GB per GPU per the memory planner (plain DDP fits --micro-batch-size 4 in 80 GB): `python
--m nanodllm.flops` with the same flags prints the plan, and train.py prints it at start-up on a GPU. Only log steps
-(--log-every) make the host wait for the GPU (nanodllm/loop.py); rank 0 writes checkpoints in the background.
+The 1.7B line needs ~41 GB per GPU per the memory planner (plain DDP fits --micro-batch-size 4 in 80 GB), as
+`python -m nanodllm.flops --size 1.7b --family eso --nproc 8 --batch-size 256 --micro-batch-size 16 --fsdp
+--activation-checkpointing` prints; train.py prints the plan at start-up on a GPU. Only log steps (--log-every)
+make the host wait for the GPU (nanodllm/loop.py); rank 0 writes checkpoints in the background.
 
 Reads straight down: args -> processes -> out-dir -> data -> model, wrapped (DDP or FSDP) -> optimizer and schedule
 -> loop -> results.json.
