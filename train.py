@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from nanodllm import checkpoint, cli, data, flops, loop, memory, parallel, rundir
-from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, free_memory, get_family,
+from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, exit_process, free_memory, get_family,
                              init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
 from nanodllm.validation import batch_rows, eval_set_size, validation_loss
@@ -302,8 +302,7 @@ def finish(status, step, message=None, code=0, write=True):
         run.error(message)
     run.log(f"{status}: step {step}/{max_steps}, val {val_loss if val_loss is not None else float('nan'):.4f} "
             f"-> {args.out_dir}/results.json")
-    cleanup_distributed()
-    sys.exit(code or (0 if written else rundir.EXIT_ERROR))
+    exit_process(code or (0 if written else rundir.EXIT_ERROR))
 
 
 def diverged(step, what):
