@@ -2,10 +2,16 @@
 
     python train.py                                              # AR, tiny model, Shakespeare bytes, CPU, ~8 min
     python train.py --family mdlm --loss elbo --flops 3e14        # MDLM on the NELBO, steps from a FLOP budget
-    torchrun --standalone --nproc_per_node=8 train.py --family eso --size 1.7b --tokenizer gpt2 \
-        --seq-len 2048 --batch-size 256 --micro-batch-size 8 --lr 2e-4 --compile
+    torchrun --standalone --nproc_per_node=8 train.py --family eso --size 1.7b --tokenizer gpt2 --data corpus/ \
+        --seq-len 2048 --batch-size 256 --micro-batch-size 16 --fsdp --activation-checkpointing --lr 2e-4 --compile
 
-Reads straight down: args -> processes -> out-dir -> data -> model -> optimizer and schedule -> loop -> results.json.
+The 1.7B line needs ~41 GB per GPU per the memory planner (plain DDP fits --micro-batch-size 4 in 80 GB), as
+`python -m nanodllm.flops --size 1.7b --family eso --nproc 8 --batch-size 256 --micro-batch-size 16 --fsdp
+--activation-checkpointing` prints; train.py prints the plan at start-up on a GPU. Only log steps (--log-every)
+make the host wait for the GPU (nanodllm/loop.py); rank 0 writes checkpoints in the background.
+
+Reads straight down: args -> processes -> out-dir -> data -> model, wrapped (DDP or FSDP) -> optimizer and schedule
+-> loop -> results.json.
 Exit codes: 0 completed, 2 bad input or refused, 3 diverged, 130 interrupted (SIGINT/SIGTERM), 1 another failure
 (e.g. a full disk); each with one line on stderr. results.json records the status ('completed', 'interrupted',
 'diverged', 'failed') whenever training started.
@@ -18,11 +24,11 @@ import time
 from dataclasses import asdict
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
+import torch.distributed as dist
 from tqdm import tqdm
 
-from nanodllm import checkpoint, cli, data, flops, rundir
-from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, cleanup_distributed, free_memory, get_family,
+from nanodllm import checkpoint, cli, data, flops, loop, memory, parallel, rundir
+from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, exit_process, free_memory, get_family,
                              init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
 from nanodllm.validation import batch_rows, eval_set_size, validation_loss
@@ -69,7 +75,8 @@ p.add_argument('--eval-sequences', type=cli.integer(min=1), default=None,
                     'noise) whatever the micro-batch size and process count (default: 320, or all if fewer)')
 p.add_argument('--eval-batches', **cli.removed('--eval-sequences N (sequences, e.g. the old batches x micro-batch)'))
 p.add_argument('--sample-every', type=cli.integer(min=0), default=0, help='print a sample every N steps (0: at end)')
-p.add_argument('--log-every', type=cli.integer(min=1), default=1, help='print a log line every N steps')
+p.add_argument('--log-every', type=cli.integer(min=1), default=10,
+               help='print a log line every N steps (only these steps make the host wait for the GPU)')
 p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and results.json go')
 again = p.add_mutually_exclusive_group()
 again.add_argument('--resume', action='store_true',
@@ -80,6 +87,11 @@ again.add_argument('--overwrite', action='store_true', help='delete the checkpoi
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
 p.add_argument('--dtype', choices=DTYPES, default='auto', help='auto: bf16 on a GPU, fp32 on CPU (recorded as used)')
 p.add_argument('--compile', action='store_true', help='torch.compile the model (worth it on GPU; slow start on CPU)')
+p.add_argument('--fsdp', action='store_true', help='shard weights, gradients and AdamW states over the processes '
+               '(FSDP2; needs torchrun; for models that do not fit DDP, e.g. 1.7B)')
+p.add_argument('--activation-checkpointing', action='store_true',
+               help='keep only each block\'s input and recompute the block in the backward: ~12x less activation '
+                    'memory for ~1/3 more compute')
 p.add_argument('--seed', type=cli.integer(min=0, max=2**31 - 1), default=1)
 args = p.parse_args()
 
@@ -88,6 +100,9 @@ options = {k: (getattr(args, k) if getattr(args, k, None) is not None else v) fo
 for k, flag in {'loss_type': '--loss', 'alpha0': '--alpha0', 'batch_split': '--batch-split'}.items():
     if getattr(args, k) is not None and k not in options:
         p.fail(f"{flag} does not apply to --family {args.family}")
+if args.fsdp and args.dtype == 'float16':
+    p.fail("--fsdp does not work with --dtype float16: its loss scaling (GradScaler) does not see the other ranks' "
+           "overflows; use --dtype bfloat16 (the default on GPUs)")
 if args.family == 'ar' and args.seq_len < 2:
     p.fail("--seq-len must be >= 2 for AR: it predicts each token from the ones before it")
 min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
@@ -101,14 +116,12 @@ batch_size = count // args.seq_len if unit == 'tokens' else count  # global sequ
 # -----------------------------------------------------------------------------
 # processes, devices, precision, seeds
 try:
-    ddp, rank, local_rank, world, device = init_distributed(args.device)
+    ddp, rank, _, world, device = init_distributed(args.device)
     dtype = resolve_dtype(args.dtype, device)  # the dtype really used: recorded in the log, checkpoint and results
 except ValueError as e:
     p.fail(e)
 master = rank == 0
 autocast = autocast_context(device, dtype)
-
-
 torch.manual_seed(args.seed + rank)  # masks and noise differ per rank; t strata are shared (see noise.sample_t)
 if device.type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -155,12 +168,16 @@ p.fail_together(problem, ddp, device)
 # -----------------------------------------------------------------------------
 # model, optimizer, schedule; --resume restores all of it (checkpoint.resume checks the flags against it)
 cfg = get_config(args.size, tokenizer.n_vocab + 1, args.seq_len)  # +1: the mask token is the last id
-need = 16 * (flops.non_embedding_params(cfg) + cfg.vocab_size * cfg.n_embd)  # fp32 weights, grads, AdamW m and v
+fsdp = args.fsdp and ddp  # one process has nothing to shard
+n_weights = flops.non_embedding_params(cfg) + cfg.vocab_size * cfg.n_embd
+need = n_weights * (4 + 12 / world if fsdp else 16)  # fp32 weights, grads, AdamW m and v (FSDP: built whole, kept 1/N)
 if need > free_memory(device):
     p.fail(f"--size {args.size} needs ~{need / 2**30:.1f} GiB for its weights, gradients and AdamW state but "
-           f"{free_memory(device) / 2**30:.1f} GiB are free on {device}: pick a smaller --size")
+           f"{free_memory(device) / 2**30:.1f} GiB are free on {device}: pick a smaller --size" +
+           ("" if fsdp or world == 1 else " or shard it with --fsdp"))
 torch.manual_seed(args.seed)  # identical initial weights on every rank
-model = Model(cfg).to(device)
+raw_model = Model(cfg).to(device)  # unwrapped, uncompiled: evaluated, saved and sampled (FSDP shards it in place)
+raw_model.activation_checkpointing = args.activation_checkpointing
 torch.manual_seed(args.seed + rank)
 flops_per_token = flops.forward_flops_per_token(cfg)
 max_steps = flops.steps_for_budget(args.flops, cfg, tokens_per_step) if args.flops else args.max_steps
@@ -168,17 +185,20 @@ if max_steps < 1:
     p.fail(f"--flops {args.flops:g} buys less than one step of {3 * flops_per_token * tokens_per_step:.3g} FLOPs: "
            f"raise it or shrink --size/--batch-size")
 warmup = args.warmup_steps if args.warmup_steps >= 0 else min(max(round(0.01 * max_steps), 100), max_steps // 10)
-optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
-                              weight_decay=args.weight_decay, fused=device.type == 'cuda')
+model = parallel.wrap_model(raw_model, device, fsdp=fsdp, compile=args.compile, dtype=dtype)  # (compile: slow start)
+model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the compile/DDP/FSDP wrappers too
+optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
+                              weight_decay=args.weight_decay, fused=device.type == 'cuda')  # FSDP: over the shards
 scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')  # fp16 needs loss scaling; a no-op otherwise
 start_step, val_loss, seconds_before, resumed = 0, None, 0.0, ''
-if args.resume:
+if args.resume:  # any mode's checkpoint, on any process count; under FSDP every rank loads its shards
     expected = dict(family=args.family, options=options, size=args.size, seq_len=args.seq_len, seed=args.seed,
                     tokenizer=args.tokenizer, data=args.data, batch_size=batch_size, model_config=asdict(cfg),
                     data_sha256=meta.get('source_sha256'))
-    try:
-        ckpt, note = checkpoint.resume(ckpt_path, model, optimizer, scaler, train_loader, expected,
-                                       hyper=dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay))
+    hyper = dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)  # this run's, over the saved ones
+    try:  # (mmap on GPUs: the page cache holds one copy of the file for all the ranks)
+        ckpt, note = checkpoint.resume(ckpt_path, raw_model, optimizer, scaler, train_loader, expected, hyper,
+                                       mmap=device.type == 'cuda')
     except ValueError as e:
         problem = e
     p.fail_together(problem, ddp, device)
@@ -187,12 +207,12 @@ if args.resume:
     if start_step > max_steps:
         p.fail(f"--resume: the checkpoint is at step {start_step}, beyond the {max_steps} steps asked for: raise "
                f"--max-steps/--flops")
-raw_model = model  # uncompiled, unwrapped: used to save, evaluate and sample
-if args.compile:
-    model = torch.compile(model)  # the first steps pay the compilation
-if ddp:
-    model = DDP(model, device_ids=[local_rank] if device.type == 'cuda' else None)
-model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the compile/DDP wrappers too
+batches = loop.Prefetcher(train_loader)  # the next micro-batch is read while the current one computes
+record = loop.StepRecord(device, check_grad_norm=not scaler.is_enabled())  # loss, grad norm, first bad step
+writer = checkpoint.BackgroundWriter()  # rank 0 writes checkpoints while training goes on
+plan_kwargs = dict(family=args.family, options=options, nproc=world, fsdp=fsdp, dtype=dtype, grad_accum=grad_accum,
+                   activation_checkpointing=args.activation_checkpointing)
+planned = memory.plan(cfg, micro_batch_size=micro, **plan_kwargs)  # bytes per GPU at the step's peak
 
 
 def get_lr(step):
@@ -210,28 +230,49 @@ def evaluate():
 
 
 def show_sample(step):
-    raw_model.eval()
+    """Every rank calls it (under FSDP, parallel.full_model gathers a plain copy); rank 0 samples alone."""
+    plain = parallel.full_model(raw_model, device)
+    if not master:
+        return
+    plain.eval()
     prompt = torch.tensor([tokenizer.bos]) if getattr(family, 'BOS_PREFIX', False) else None
-    x, nfe = family.sample(raw_model, 1, min(args.seq_len, 256), steps=64, prompt=prompt,
+    x, nfe = family.sample(plain, 1, min(args.seq_len, 256), steps=64, prompt=prompt,
                            generator=torch.Generator(device).manual_seed(args.seed))
-    raw_model.train()
+    plain.train()
     tqdm.write(f"--- sample at step {step} ({nfe} network calls) ---\n{tokenizer.decode(x[0].tolist())}\n---")
 
 
+def check(step):
+    """Read the step record (the host waits for the GPU: log steps, evaluations, checkpoints) -> the last step's loss
+    and gradient norm. A non-finite loss or gradient norm at any step so far ends the run (exit 3), naming the FIRST.
+    Why weights updated by a non-finite step are never saved: the optimizer step is queued without waiting for the
+    loss, so a bad step does update the weights; but the record keeps the first bad step until it is read, and save()
+    calls check() before it gathers anything, so such a run exits instead (finite steps that leave non-finite
+    weights are caught by save()'s all_finite): the checkpoint on disk predates the first bad step."""
+    loss, grad_norm, bad = record.read()
+    if bad is not None:
+        diverged(bad[0], f"loss {bad[1]}, gradient norm {bad[2]}")
+    return loss, grad_norm
+
+
 def save(step):
-    """Checkpoint the state *before* `step` runs: every rank sends its RNG state, rank 0 writes atomically. A failed
-    write (full disk, permissions, a folder in the way) leaves the previous checkpoint and ends the run."""
+    """Checkpoint the state *before* `step` runs, never a diverged one (see check). Every rank gathers the full state
+    into rank 0's CPU memory (a collective under FSDP) and sends its RNG state; rank 0 then writes it in a background
+    thread (atomically, one write at a time) while training goes on. A failed write (full disk, permissions, a folder
+    in the way) is found at the next step's check or at exit and ends the run; the previous checkpoint is kept."""
+    check(step)
+    if not parallel.all_finite(raw_model):  # every rank looks at its own shards
+        diverged(step, "non-finite weights")
+    if run.agree(ddp, writer.failed(wait=True))[0]:  # the previous write is done, and went well
+        finish('failed', step, code=rundir.EXIT_ERROR)
+    model_state, optim_state = parallel.full_state_dict(raw_model, optimizer)  # copies, on rank 0's CPU
     rng = checkpoint.all_rng_states(device, ddp)
-    try:
-        if master:
-            checkpoint.save_checkpoint(ckpt_path, checkpoint.make_checkpoint(
-                raw_model, cfg, args, args.family, options, args.tokenizer, step=step, val_loss=val_loss, dtype=dtype,
-                optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), loader=train_loader.state_dict(),
-                rng=rng, layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
-                data_sha256=meta.get('source_sha256'), train_seconds=seconds_before + time.time() - t_train))
-    except OSError as e:
-        finish('failed', step, f"could not save {ckpt_path}: {e.strerror or e}: free disk space or fix the "
-               f"permissions; the previous checkpoint is kept, continue with --resume", rundir.EXIT_ERROR)
+    if master:
+        writer.start(ckpt_path, checkpoint.make_checkpoint(
+            model_state, cfg, args, args.family, options, args.tokenizer, step=step, val_loss=val_loss, dtype=dtype,
+            optimizer=optim_state, scaler=scaler.state_dict(), loader=batches.state_dict(), rng=rng,
+            layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
+            data_sha256=meta.get('source_sha256'), train_seconds=seconds_before + time.time() - t_train))
 
 
 def results(status, step, message=None):
@@ -245,19 +286,23 @@ def results(status, step, message=None):
                 flops_per_token=flops_per_token, train_flops=3 * flops_per_token * tokens_per_step * step,
                 seconds=elapsed, tokens_per_second=tokens_seen / (time.time() - t_train) if tokens_seen else None,
                 steady_step_seconds=dt_ema, resumed_from=start_step if args.resume else None, error=message,
+                fsdp=fsdp, activation_checkpointing=args.activation_checkpointing, planned_peak_bytes=planned['total'],
+                peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == 'cuda' else None,
                 device=info['device'], git_commit=info['git_commit'], args=vars(args))
 
 
 def finish(status, step, message=None, code=0, write=True):
-    """Write results.json (rank 0), print the last line, exit with `code` (0, 1, 3 or 130)."""
+    """Wait for the checkpoint being written (if it failed, the run failed: exit 1, unless it diverged), write
+    results.json (rank 0), print the last line, exit with `code` (0, 1, 3 or 130)."""
     bar.close()
+    if (error := writer.wait()) and status != 'diverged':
+        status, message, code = 'failed', error, rundir.EXIT_ERROR
     written = run.write_results(results(status, step, message)) if write else True
     if message:
         run.error(message)
     run.log(f"{status}: step {step}/{max_steps}, val {val_loss if val_loss is not None else float('nan'):.4f} "
             f"-> {args.out_dir}/results.json")
-    cleanup_distributed()
-    sys.exit(code or (0 if written else rundir.EXIT_ERROR))
+    exit_process(code or (0 if written else rundir.EXIT_ERROR))
 
 
 def diverged(step, what):
@@ -278,30 +323,46 @@ n_params = raw_model.num_params()
 peak = flops.peak_flops(device)
 run.log(f"run: {json.dumps(info)}\nargs: {json.dumps(vars(args))}\nmodel: {json.dumps(asdict(cfg))}")
 run.log(f"family {args.family} {options} | {n_params / 1e6:.2f}M non-embedding params | {world} process(es) on "
-        f"{device} ({dtype}) | batch {batch_size} x {args.seq_len} = {tokens_per_step:,} tokens/step = {micro} x "
-        f"{world} x {grad_accum} accumulation | {max_steps} steps, {3 * flops_per_token * tokens_per_step * max_steps:.3g}"
-        f" FLOPs | warmup {warmup} | validation on {n_eval} sequences | peak {peak:.3g} FLOP/s"
+        f"{device} ({dtype}, {'FSDP' if fsdp else 'DDP' if ddp else 'one process'}"
+        f"{', activation checkpointing' if args.activation_checkpointing else ''}) | batch {batch_size} x "
+        f"{args.seq_len} = {tokens_per_step:,} tokens/step = {micro} x {world} x {grad_accum} accumulation | "
+        f"{max_steps} steps, {3 * flops_per_token * tokens_per_step * max_steps:.3g} FLOPs | warmup {warmup} | "
+        f"validation on {n_eval} sequences | peak {peak:.3g} FLOP/s"
         + (" (measured fp32 matmul)" if device.type == 'cpu' else ""))
+if args.fsdp and not ddp:
+    run.log("note: --fsdp in one process: there is nothing to shard, so it trains as one process (use torchrun)")
+if device.type == 'cuda':  # what the planner predicts this step needs, and a warning if it will not fit
+    gpu_memory = torch.cuda.get_device_properties(device).total_memory
+    run.log(f"memory per GPU (nanodllm/memory.py):\n{memory.format_plan(planned, gpu_memory)}")
+    if warning := memory.fit_warning(cfg, gpu_memory, micro, **plan_kwargs):
+        run.warning(warning)
 if 'loss_type' in options:
     run.log(f"training loss: {options['loss_type']}; validation: NELBO (an upper bound on the NLL)")
 if resumed:
     run.log(resumed)
 
 # -----------------------------------------------------------------------------
-# training loop
+# training loop: only log steps, evaluations and checkpoints make the host wait for the GPU (nanodllm/loop.py)
 t_train, tokens_seen, dt_ema, step = time.time(), 0, None, start_step
 bar = tqdm(total=max_steps, initial=start_step, disable=not master, dynamic_ncols=True, desc=args.family)
 if start_step == max_steps:  # a finished run resumed with the same budget: nothing to do (results.json stays)
     run.log(f"nothing to do: {ckpt_path} is already at step {max_steps}")
     finish('completed', step, write=not os.path.exists(run.results_path))
-run.on_hard_stop = lambda: run.write_results(results('interrupted', step, 'stopped at once by a second signal'))
+run.on_hard_stop = lambda: (writer.wait(),  # a second signal: the checkpoint being written is finished first
+                            run.write_results(results('interrupted', step, 'stopped at once by a second signal')))
 if args.resume:  # last, so that nothing in the set-up (e.g. the CPU FLOP/s probe) shifts the random streams
     run.log(checkpoint.restore_rng(ckpt, args.seed, device, rank, world) or "each process's random stream "
             "continues from the checkpoint")
+    del ckpt  # (unmaps the file)
 run.start_loop()  # from here a SIGINT/SIGTERM ends the step, saves and stops; a second one stops at once
+t_timed, steps_timed, n_logged = time.time(), 0, 0  # step time: averaged over the steps since the host last waited
 for step in range(start_step, max_steps + 1):
     last = step == max_steps
-    if not last and run.stop_requested(device, ddp):                      # every rank agrees: stop here
+    # every rank, every step, no GPU involved: a signal or a failed checkpoint write on any rank stops all of them
+    stop, write_failed = run.agree(ddp, run.signal is not None, writer.failed())
+    if write_failed:
+        finish('failed', step, code=rundir.EXIT_ERROR)                     # (rank 0 prints the writer's error)
+    if stop and not last:
         if step > start_step:
             save(step)
         finish('interrupted', step, f"interrupted ({run.signal}) at step {step}: " + (
@@ -309,21 +370,23 @@ for step in range(start_step, max_steps + 1):
             rundir.EXIT_INTERRUPTED)
     # evaluate and checkpoint every eval_every steps and once at the end (the loop runs max_steps + 1 times)
     if (step % args.eval_every == 0 and step > start_step) or last:
+        check(step)  # a non-finite step since the last check stops the run here, named, before it is evaluated
         try:
             val_loss = evaluate()
         except (torch.OutOfMemoryError, MemoryError):
             out_of_memory(step)
         run.log(f"step {step} | val {val_loss:.4f} (ppl {math.exp(min(val_loss, 50)):.2f})")
-        if not math.isfinite(val_loss) or not all(torch.isfinite(w).all() for w in raw_model.parameters()):
+        if not math.isfinite(val_loss):
             diverged(step, f"validation loss {val_loss}")                 # never saved over the last good one
         save(step)
-    if master and ((args.sample_every and step % args.sample_every == 0 and step > start_step) or last):
+        t_timed, steps_timed = time.time(), 0
+    if (args.sample_every and step % args.sample_every == 0 and step > start_step) or last:
         show_sample(step)
+        t_timed, steps_timed = time.time(), 0
     if last:
         break
 
-    # ---------------- one optimizer step ----------------
-    t0 = time.time()
+    # ---------------- one optimizer step: nothing in it waits for the GPU ----------------
     lr = get_lr(step)
     for group in optimizer.param_groups:
         group['lr'] = lr
@@ -331,41 +394,39 @@ for step in range(start_step, max_steps + 1):
     train_loss = torch.zeros((), device=device)
     try:
         for micro_step in range(grad_accum):
-            x0 = train_loader.next_batch()                                # (micro, L)
-            if ddp:  # all-reduce gradients only on the last micro-step; the others just accumulate locally
-                model.require_backward_grad_sync = micro_step == grad_accum - 1
+            x0 = batches.next_batch()                                     # (micro, L), on the device already
+            parallel.set_grad_sync(model, micro_step == grad_accum - 1)   # reduce gradients on the last one only
             with autocast:
                 strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice
                 nll, n = family.loss(model, x0, train=True, strata=strata,
                                      generator=torch.Generator().manual_seed(t_gen_seed), **options)
+            batches.prefetch()  # the next micro-batch is read and copied while this forward runs (as nanoGPT)
             loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: sum = batch mean
             scaler.scale(loss).backward()
             train_loss += loss.detach()
     except (torch.OutOfMemoryError, MemoryError):
         out_of_memory(step)
     if ddp:  # log the loss of the whole global batch, not rank 0's share
-        torch.distributed.all_reduce(train_loss, op=torch.distributed.ReduceOp.AVG)
-    train_loss = train_loss.item()
+        dist.all_reduce(train_loss, op=dist.ReduceOp.AVG)
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or float('inf')).item()
-    # a non-finite loss (or gradient, unless fp16 loss scaling skips it) ends the run before it touches the weights
-    if not math.isfinite(train_loss) or not (math.isfinite(grad_norm) or scaler.is_enabled()):
-        diverged(step, f"loss {train_loss}, gradient norm {grad_norm}")
+    grad_norm = parallel.clip_grad_norm_(model, args.grad_clip or float('inf'))  # a tensor on the device
+    record.add(step, train_loss, grad_norm)  # a non-finite loss or norm is kept there, read by the next check()
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    dt = time.time() - t0
     # ---------------- end of the step ----------------
 
     tokens_seen += tokens_per_step
-    dt_ema = dt if dt_ema is None or step - start_step < 3 else 0.9 * dt_ema + 0.1 * dt
-    tok_s = tokens_per_step / dt
-    mfu = 3 * flops_per_token * tokens_per_step / dt / (peak * world) if peak else float('nan')
+    steps_timed += 1
     bar.update(1)
-    bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
     if step % args.log_every == 0:
+        train_loss, grad_norm = check(step)                               # the host waits for the GPU here
+        dt, t_timed, steps_timed = (time.time() - t_timed) / steps_timed, time.time(), 0
+        n_logged += 1
+        dt_ema = dt if n_logged <= 3 else 0.9 * dt_ema + 0.1 * dt       # (the first steps pay the compilation)
+        tok_s = tokens_per_step / dt
+        mfu = 3 * flops_per_token * tokens_per_step / dt / (peak * world) if peak else float('nan')
+        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
         run.log(f"step {step} | loss {train_loss:.4f} | lr {lr:.2e} | grad {grad_norm:.2f} | dt {dt * 1000:.0f}ms | "
                 f"tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}%")
 finish('completed', max_steps)

@@ -10,10 +10,13 @@ never execute code. Keys (version 2):
   optimizer, scaler, loader, rng, layout, data_sha256, train_seconds   what --resume needs:
     rng = one {'cpu', 'cuda'} generator state per rank (rank order); layout = {batch_size, micro_batch_size,
     world_size}; loader = the data position (nanodllm.data.Loader.state_dict()).
+The same dict whether one process, DDP or FSDP wrote it (nanodllm/parallel.py gathers the full state), so any of
+them, on any number of processes, resumes it. train.py writes it in a background thread (`BackgroundWriter`).
 """
 import os
 import pickle
 import secrets
+import threading
 from collections import OrderedDict
 from dataclasses import asdict, fields
 
@@ -77,12 +80,60 @@ def save_checkpoint(path, ckpt):
 
 def make_checkpoint(model, cfg, args, family_name, options, tokenizer_name, **extra):
     """The checkpoint dict (plain types only): model weights and config, family, options, tokenizer, the train.py
-    flags (`args`: an argparse Namespace or a dict) and whatever `extra` train.py adds (step, optimizer, rng, ...)."""
+    flags (`args`: an argparse Namespace or a dict) and whatever `extra` train.py adds (step, optimizer, rng, ...).
+    model: a Model, or its full state dict (what parallel.full_state_dict gathers from a sharded model)."""
     args = dict(vars(args) if not isinstance(args, dict) else args)
-    ckpt = dict(nanodllm_checkpoint=VERSION, model=model.state_dict(), model_config=asdict(cfg), family=family_name,
+    weights = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    ckpt = dict(nanodllm_checkpoint=VERSION, model=weights, model_config=asdict(cfg), family=family_name,
                 options=dict(options), tokenizer=tokenizer_name, args=args, **extra)
     check_plain(ckpt)
     return ckpt
+
+
+class BackgroundWriter:
+    """Writes checkpoints in a background thread, one at a time, while training goes on (rank 0 of train.py).
+
+    What the other ranks wait for is only the gather of the state into CPU memory (parallel.full_state_dict); the
+    slow part, serialising and fsyncing gigabytes (~22 GB at 1.7B), happens here. The write is `save_checkpoint`
+    as before: atomic, so a failure (full disk, permissions) or a crash leaves the previous checkpoint untouched.
+    An error is kept, not raised in the thread, and reported at the next check: `failed()` without waiting (every
+    step), `failed(wait=True)` before the next write, and `wait()`, which returns it as one line, before the
+    process exits. The state handed over must be a copy no one modifies any more (full_state_dict's are)."""
+
+    THREAD_NAME = 'nanodllm-checkpoint-writer'
+
+    def __init__(self):
+        self.thread, self.error, self.path = None, None, None
+
+    def start(self, path, ckpt):
+        """Write ckpt to path in the background, after the write in progress (if any) has finished."""
+        if self.thread is not None:
+            self.thread.join()
+        self.path = path
+        self.thread = threading.Thread(target=self._write, args=(path, ckpt), name=self.THREAD_NAME)
+        self.thread.start()
+
+    def _write(self, path, ckpt):
+        try:
+            save_checkpoint(path, ckpt)
+        except Exception as e:  # OSError (disk full, permissions) and anything else: one line at the next check
+            self.error = e
+
+    def failed(self, wait=False):
+        """Whether the last write has finished with an error (wait=True: wait for it to finish first)."""
+        if wait and self.thread is not None:
+            self.thread.join()
+        return self.error is not None and not (self.thread is not None and self.thread.is_alive())
+
+    def wait(self):
+        """Wait for the write in progress -> None, or what went wrong in one line (then forgotten)."""
+        if self.thread is not None:
+            self.thread.join()
+        error, self.error = self.error, None
+        if error is None:
+            return None
+        return (f"could not save {self.path}: {getattr(error, 'strerror', None) or error}: free disk space or fix "
+                f"the permissions; the previous checkpoint is kept, continue with --resume")
 
 
 # -----------------------------------------------------------------------------
@@ -107,8 +158,10 @@ def _check_options(path, family_name, options):
             _expect(type(v) in (int, float) and 0 <= v <= 1, path, f"{k} = {v!r} is not a number in [0, 1]")
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, mmap=False):
     """Load a checkpoint on the CPU with weights_only=True and check it -> the checkpoint dict.
+    mmap=True maps the file instead of reading it: every rank of a GPU run loads the same checkpoint, and the page
+    cache holds one copy of it for all of them (at 1.7B, 8 ranks would otherwise each hold 22 GB).
 
     Checks: a regular file; only tensors and plain types (a crafted pickle is refused before any code runs); the
     version; family and options (keys and values); tokenizer; model config; finite float weights (so a diverged or
@@ -120,7 +173,7 @@ def read_checkpoint(path):
                               f"DIR/ckpt.pt")
     try:  # TorchVersion (a str subclass) is allowed: checkpoints written before this check stored torch.__version__
         with torch.serialization.safe_globals([TorchVersion]):
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+            ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:  # the weights-only unpickler met a global it does not allow: code
         if 'global' in str(e).lower():
             raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
@@ -159,11 +212,24 @@ def read_checkpoint(path):
     return ckpt
 
 
+def _is_fsdp(model):
+    """Sharded by FSDP? Only possible under torch.distributed, so sample.py never imports nanodllm.parallel (~1 s)."""
+    if not dist.is_initialized():
+        return False
+    from . import parallel
+    return parallel.is_fsdp(model)
+
+
 def load_weights(model, ckpt, path):
-    """model.load_state_dict(ckpt['model']): every weight present, none extra, every shape right; else one line."""
+    """model.load_state_dict(ckpt['model']): every weight present, none extra, every shape right; else one line.
+    A model sharded by FSDP loads the full weights through parallel.load_full_state_dict (every rank calls it)."""
     try:
-        model.load_state_dict(ckpt['model'])
-    except RuntimeError as e:
+        if _is_fsdp(model):
+            from . import parallel
+            parallel.load_full_state_dict(model, model_state=ckpt['model'])
+        else:
+            model.load_state_dict(ckpt['model'])
+    except (RuntimeError, KeyError, ValueError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         raise CheckpointError(f"the weights in {path} do not fit its model_config {ckpt['model_config']} "
                               f"({' '.join(lines[1:3])[:300]}): the checkpoint is corrupt or was edited") from None
@@ -204,15 +270,17 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state['cuda'], torch.device(device))
 
 
-def resume(path, model, optimizer, scaler, loader, expected, hyper=None):
+def resume(path, model, optimizer, scaler, loader, expected, hyper=None, mmap=False):
     """Restore a run from `path` into the freshly built model, optimizer, GradScaler and loader -> (ckpt, note).
 
     expected: the values this run was started with that must match the checkpoint (family, options, size,
     seq_len, tokenizer, data, seed, batch_size = global sequences per step, model_config, data_sha256); a mismatch
     is a CheckpointError naming the flag. The micro-batch size and the process count may change (the data position
     is converted; `restore_rng` then puts back the random streams). hyper: the optimizer
-    settings of this run (betas, weight_decay), applied over the saved ones so that changed flags take effect."""
-    ckpt = read_checkpoint(path)
+    settings of this run (betas, weight_decay), applied over the saved ones so that changed flags take effect.
+    The model may be wrapped already (DDP, FSDP: every rank calls it) and the optimizer built over its (sharded)
+    parameters; a checkpoint from any mode and process count loads (see load_optimizer). mmap: see read_checkpoint."""
+    ckpt = read_checkpoint(path, mmap=mmap)
     saved = dict(ckpt['args'], family=ckpt['family'], tokenizer=ckpt['tokenizer'], options=ckpt['options'],
                  model_config=ckpt['model_config'],
                  batch_size=ckpt.get('layout', {}).get('batch_size'), data_sha256=ckpt.get('data_sha256'))
@@ -230,15 +298,13 @@ def resume(path, model, optimizer, scaler, loader, expected, hyper=None):
         raise CheckpointError(f"{path} was written by an older nanodllm (no RNG state / data position): it can be "
                               f"sampled from but not resumed; start a new run with --overwrite")
     load_weights(model, ckpt, path)
+    load_optimizer(ckpt, model, optimizer, path, hyper)
     try:
-        optimizer.load_state_dict(ckpt['optimizer'])
         if scaler is not None and ckpt.get('scaler'):
             scaler.load_state_dict(ckpt['scaler'])
     except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: the optimizer state does not fit this model ({e}); the checkpoint is "
-                              f"corrupt or was edited") from None
-    for group in optimizer.param_groups:
-        group.update(hyper or {})
+        raise CheckpointError(f"{path}: the loss scaler state does not fit ({e}); the checkpoint is corrupt or was "
+                              f"edited") from None
     # the data position, in sequences of the current epoch, converted to this run's micro-batch x processes
     state, old, new = dict(ckpt['loader']), ckpt['loader']['global_batch'], loader.state_dict()['global_batch']
     if state['step'] * old % new:
@@ -252,6 +318,24 @@ def resume(path, model, optimizer, scaler, loader, expected, hyper=None):
         note = ("; the micro-batch size or the process count changed, so the masks are drawn in another order "
                 "(statistically the same run, not bitwise)")
     return ckpt, note
+
+
+def load_optimizer(ckpt, model, optimizer, path, hyper=None):
+    """Load the checkpoint's optimizer state (torch.optim's format, whichever mode wrote it) into `optimizer`,
+    built over `model`'s parameters, sharded (FSDP: every rank calls it, parallel.load_full_state_dict) or not
+    (optimizer.load_state_dict, as always); then apply `hyper` (this run's betas, weight decay) over the saved
+    settings. A state that does not fit is a CheckpointError."""
+    try:
+        if _is_fsdp(model):
+            from . import parallel
+            parallel.load_full_state_dict(model, optimizer, optim_state=ckpt['optimizer'])
+        else:
+            optimizer.load_state_dict(ckpt['optimizer'])
+    except (ValueError, KeyError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the optimizer state does not fit this model ({' '.join(str(e).split())[:200]})"
+                              f"; the checkpoint is corrupt or was edited") from None
+    for group in optimizer.param_groups:
+        group.update(hyper or {})
 
 
 def restore_rng(ckpt, seed, device, rank=0, world=1):

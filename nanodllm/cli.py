@@ -12,6 +12,7 @@ Every message names the flag (argparse adds "argument --flag:") and the allowed 
 import argparse
 import math
 import re
+import sys
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -23,6 +24,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see --help)\n")
+
+    def exit(self, status=0, message=None):
+        """argparse's exit; in a process of a torchrun job, through common.exit_process (leaves the group first)."""
+        if message:
+            self._print_message(message, sys.stderr)
+        if 'torch.distributed' in sys.modules:  # (torch is imported only if it is needed)
+            from .common import exit_process
+            exit_process(status, together=False)
+        sys.exit(status)
 
     def fail(self, message, code=2):
         """A refusal that needs more than one flag, or a user-facing failure found later: one line, exit `code`."""

@@ -88,6 +88,21 @@ def cleanup_distributed():
         dist.destroy_process_group()
 
 
+def exit_process(code=0, together=True):
+    """Exit with `code`; in a process of a torchrun job, leave the process group first (together: after a barrier,
+    when every rank exits at this point; else at once, e.g. a refusal) and end with os._exit once the output is
+    flushed: gloo's C++ threads can abort the interpreter's own teardown even after destroy_process_group
+    ('terminate called without an active exception', SIGABRT), which turns a clean exit, or a one-line refusal, into
+    a crash that torchrun reports with a page of traceback."""
+    if dist.is_initialized():
+        if together:
+            cleanup_distributed()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+    sys.exit(code)
+
+
 def print0(*args, **kwargs):
     if int(os.environ.get('RANK', 0)) == 0:
         print(*args, **kwargs)

@@ -23,7 +23,8 @@ evaluation works on every rank as before (each forward all-gathers; with bf16 ga
 in training), while anything rank 0 does alone, such as sampling, needs a plain copy (`full_model`).
 
 Checkpoints: `full_state_dict` returns the unsharded model and optimizer state, on CPU, on rank 0 (empty dicts on
-the other ranks), through torch.distributed.checkpoint.state_dict with full_state_dict=True. They are the dicts
+the other ranks), through torch.distributed.checkpoint.state_dict with full_state_dict=True, as copies that
+training does not touch any more, so that another thread can write them while training goes on. They are the dicts
 one process writes with `Model.state_dict()` and `optimizer.state_dict()`, so a checkpoint written under FSDP,
 DDP or one process is the same dict, loads into any of them on any number of processes (`load_full_state_dict`,
 or plain load_state_dict without FSDP), and sample.py reads its weights directly.
@@ -37,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils._pytree import tree_map
 
 from .model import Model
 
@@ -128,7 +130,8 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 def full_state_dict(model, optimizer=None):
     """-> (model_state, optimizer_state) unsharded, on CPU, on rank 0; ({}, {}) on the other ranks. A collective
     under FSDP: every rank must call it. The same dicts as `Model.state_dict()` and `optimizer.state_dict()` of
-    one process (torch.optim's format, parameters numbered in the optimizer's order), whatever the mode."""
+    one process (torch.optim's format, parameters numbered in the optimizer's order), whatever the mode; copies,
+    never the training's own tensors (see _copied), so a background thread may write them while training goes on."""
     model = unwrap(model)
     model_state = get_model_state_dict(model, options=FULL)
     optim_state = {}
@@ -139,7 +142,21 @@ def full_state_dict(model, optimizer=None):
         optim_state = optimizer.state_dict()
     if dist.is_initialized() and dist.get_rank() != 0:
         return {}, {}
-    return model_state, optim_state
+    return _copied((model_state, optim_state), model, optimizer)
+
+
+def _copied(state, model, optimizer=None):
+    """Clone the tensors of `state` that are the training's own. torch's gather "offloads to CPU" with .to('cpu'),
+    which returns a CPU tensor itself: on CPU (and for AdamW's step counters, CPU tensors even on a GPU) the state
+    dict would hold the live weights and optimizer states, which the next optimizer step changes in place. Tensors
+    gathered from shards or copied from a GPU are already new: they are not copied again (22 GB at 1.7B)."""
+    live = list(model.parameters()) + list(model.buffers())
+    if optimizer is not None:
+        live += [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    live = {(q.to_local() if isinstance(q, DTensor) else q).untyped_storage().data_ptr()
+            for q in live if q.device.type == 'cpu'}
+    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() in live
+                    else t, state)
 
 
 def load_full_state_dict(model, optimizer=None, model_state=None, optim_state=None):

@@ -11,6 +11,9 @@ a run. train.py builds one `RunDir` before any real work.
   checkpoint, writes results.json with status 'interrupted' and exits 130; a second one stops at once (the last
   checkpoint stays, see checkpoint.atomic_write).
 - results.json is written atomically (status 'completed' | 'interrupted' | 'diverged' | 'failed').
+- `agree` lets every rank of a DDP/FSDP run stop at the same step (a signal, a failed background checkpoint write)
+  with one all-reduce of a CPU tensor: over gloo (a CPU-side group beside NCCL on GPUs), so the loop can call it
+  every step without making the host wait for the GPU.
 """
 import errno
 import fcntl
@@ -39,6 +42,8 @@ class RunDir:
         self.results_path = os.path.join(out_dir, 'results.json')
         self.log_file, self.lock_file = None, None
         self.signal, self.in_loop, self.on_hard_stop = None, False, None
+        # every rank builds the RunDir at the same point, so this collective is safe here (before any refusal)
+        self.group = dist.new_group(backend='gloo') if dist.is_initialized() and dist.get_backend() != 'gloo' else None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         if master:
@@ -114,6 +119,17 @@ class RunDir:
                                f"the terminal only", file=sys.stderr)
                     self.log_file = None
 
+    def warning(self, message):
+        """One line `warning: ...` on stderr (and in log.txt); the run goes on."""
+        line = message if message.startswith('warning:') else f"warning: {message}"
+        if self.master:
+            tqdm.write(line, file=sys.stderr)
+            try:
+                self.log_file.write(line + '\n')
+                self.log_file.flush()
+            except (AttributeError, OSError):
+                pass
+
     def error(self, message):
         """One line `error: ...` on stderr (and in log.txt)."""
         if self.master:
@@ -158,10 +174,15 @@ class RunDir:
         """From now on the first SIGINT/SIGTERM only asks the loop to stop at the next step boundary."""
         self.in_loop = True
 
-    def stop_requested(self, device, ddp=False):
-        """Has any rank been asked to stop? Under DDP all ranks agree (one tiny all-reduce), so they stop together."""
+    def stop_requested(self, device=None, ddp=False):
+        """Has any rank been asked to stop? Under DDP all ranks agree (see `agree`), so they stop together."""
+        return self.agree(ddp, self.signal is not None)[0]
+
+    def agree(self, ddp, *flags):
+        """-> for each flag, whether it is True on any rank (every rank must call it with as many flags). Under DDP
+        one all-reduce of a CPU tensor over gloo: no GPU work, so the host never waits for the GPU here."""
         if not ddp:
-            return self.signal is not None
-        flag = torch.tensor([float(self.signal is not None)], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([float(bool(f)) for f in flags])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return tuple(bool(v) for v in t.tolist())

@@ -1,6 +1,11 @@
 """Running train.py and sample.py as a user would, from the tests: plain subprocesses (`run_script`), a fast
 fork-per-job runner (`Runner`, the `runner` fixture), and deterministic interruptions (SIGKILL or SIGINT at a given
-batch, a full disk at a given save) that need no test hooks in the production code."""
+batch, a full disk or a crash at a given checkpoint write, a write that waits for the training) that need no test
+hooks in the production code.
+
+Batches are counted at data.Loader.next_batch, which train.py calls one micro-batch ahead (it prefetches the next
+one right after the current forward): call k + 1 loads micro-batch k + 1 during micro-batch k. Checkpoints are
+written by torch.save in train.py's background writer thread."""
 import json
 import os
 import subprocess
@@ -15,7 +20,9 @@ ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
 # any other exception prints its traceback and exits 1; stdout and stderr go to files; one JSON line comes back.
 _DRIVER = r"""
 import json, os, runpy, signal, sys, tempfile, traceback
+import threading, time
 import torch, torch._dynamo, nanodllm.common, nanodllm.data, nanodllm.checkpoint, nanodllm.validation, nanodllm.rundir
+import nanodllm.parallel, nanodllm.loop, nanodllm.memory
 for line in sys.stdin:
     job = json.loads(line)
     out, err = tempfile.mkstemp()[1], tempfile.mkstemp()[1]
@@ -26,23 +33,35 @@ for line in sys.stdin:
         for fd, path in ((1, out), (2, err)):
             os.dup2(os.open(path, os.O_WRONLY | os.O_TRUNC), fd)
         sys.argv = [job['script']] + job['args']
-        if job['kill_at']:                                   # send a signal at these next_batch calls (from 1)
-            next_batch, calls, sig = nanodllm.data.Loader.next_batch, [0], getattr(signal, job['signal'])
-            def patched(self):
-                calls[0] += 1
-                if calls[0] in job['kill_at']:
-                    os.kill(os.getpid(), sig)
-                return next_batch(self)
-            nanodllm.data.Loader.next_batch = patched
-        if job['disk_full_at']:                              # torch.save fails from this call on, half-way through
-            save, saves = torch.save, [0]
-            def full(obj, f, *args, **kwargs):
-                saves[0] += 1
-                if saves[0] < job['disk_full_at']:
-                    return save(obj, f, *args, **kwargs)
+        next_batch, calls, sig = nanodllm.data.Loader.next_batch, [0], getattr(signal, job['signal'])
+        def patched(self):                                   # count the batches; send a signal at the kill_at calls
+            calls[0] += 1
+            if calls[0] in job['kill_at']:
+                if sig == signal.SIGKILL:                    # a crash between two checkpoint writes, not in one:
+                    for t in threading.enumerate():          # the background write in progress finishes first
+                        if t.name == nanodllm.checkpoint.BackgroundWriter.THREAD_NAME:
+                            t.join()
+                os.kill(os.getpid(), sig)
+            return next_batch(self)
+        nanodllm.data.Loader.next_batch = patched
+        save, saves = torch.save, [0]
+        def patched_save(obj, f, *args, **kwargs):
+            saves[0] += 1
+            if saves[0] == job['save_waits_at']:             # this write waits until the training has fetched 2
+                until = calls[0] + 2                         # more batches: it only can if it runs in the background
+                deadline = time.time() + 60
+                while calls[0] < until:
+                    if time.time() > deadline:
+                        raise RuntimeError('the training waited for the checkpoint write')
+                    time.sleep(0.005)
+            if saves[0] == job['crash_in_save_at']:          # a crash half-way through this write
+                f.write(b'half a checkpoint'); f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            if job['disk_full_at'] and saves[0] >= job['disk_full_at']:  # this write and every later one fail
                 f.write(b'half a checkpoint')
                 raise OSError(28, 'No space left on device')
-            torch.save = full
+            return save(obj, f, *args, **kwargs)
+        torch.save = patched_save
         code = 0
         try:
             runpy.run_path(job['script'], run_name='__main__')
@@ -66,15 +85,21 @@ for line in sys.stdin:
 class Runner:
     """Runs train.py / sample.py for the price of a fork instead of a Python start (see _DRIVER); one per test session
     (the `runner` fixture in conftest.py). runner(script, args, cwd, ...) -> an object with returncode, stdout,
-    stderr, like subprocess.run; kill_at / signal_name / disk_full_at as in run_script."""
+    stderr, like subprocess.run. kill_at / signal_name as in run_script, except that a SIGKILL waits for the
+    checkpoint write in progress (a crash between writes, deterministically); disk_full_at=N: the N-th torch.save
+    and every later one fail half-way with "No space left on device"; crash_in_save_at=N: the N-th torch.save
+    writes half a checkpoint and SIGKILLs the process; save_waits_at=N: the N-th torch.save waits until the
+    training has fetched two more batches (fails after 60 s)."""
 
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, '-c', _DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env=ENV)
 
-    def __call__(self, script, args, cwd, kill_at=(), signal_name='SIGKILL', disk_full_at=None, timeout=300):
+    def __call__(self, script, args, cwd, kill_at=(), signal_name='SIGKILL', disk_full_at=None, crash_in_save_at=None,
+                 save_waits_at=None, timeout=300):
         job = dict(script=os.path.join(ROOT, script), args=[str(a) for a in args], cwd=str(cwd), kill_at=list(kill_at),
-                   signal=signal_name, disk_full_at=disk_full_at, timeout=timeout)
+                   signal=signal_name, disk_full_at=disk_full_at, crash_in_save_at=crash_in_save_at,
+                   save_waits_at=save_waits_at, timeout=timeout)
         self.proc.stdin.write(json.dumps(job) + '\n')      # ensure_ascii: surrogates in args travel as escapes
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()

@@ -5,8 +5,9 @@ divergence, Ctrl-C, a full disk, and validation numbers that do not depend on th
 
 Runs go through the session's `runner` (a fork of a warm Python per run, tests/scripts.py) except where a real
 process matters (Ctrl-C, torchrun). Interruptions are deterministic without test hooks in train.py: the runner
-patches data.Loader.next_batch to send the process SIGKILL or SIGINT at a given call, or torch.save to fail with
-"No space left on device".
+patches data.Loader.next_batch to send the process SIGKILL or SIGINT at a given call (train.py prefetches: call
+k + 2 happens in step k when there is no accumulation), or torch.save (run by train.py's background checkpoint
+writer) to fail with "No space left on device", to crash half-way, or to wait for the training.
 """
 import fcntl
 import json
@@ -63,11 +64,12 @@ def errors(out):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', list(FAMILIES))
 def test_kill_9_then_resume_equals_the_uninterrupted_run(corpus, tmp_path, runner, name):
-    """6 steps straight; the same run SIGKILLed in step 5 (checkpoint at step 4), then --resume. The final weights
-    are bit-identical and every logged loss (the steps redone after the kill included) is equal."""
+    """6 steps straight; the same run SIGKILLed in step 5 (checkpoint at step 4; call 7 prefetches step 6's batch),
+    then --resume. The final weights are bit-identical and every logged loss (the steps redone after the kill
+    included) is equal."""
     common = TINY + ['--data', corpus, '--max-steps', '6', '--eval-every', '2'] + FAMILIES[name]
     straight = runner('train.py', common + ['--out-dir', f'{name}_straight'], tmp_path)
-    killed = runner('train.py', common + ['--out-dir', f'{name}_killed'], tmp_path, kill_at=[6])
+    killed = runner('train.py', common + ['--out-dir', f'{name}_killed'], tmp_path, kill_at=[7])
     resumed = runner('train.py', common + ['--out-dir', f'{name}_killed', '--resume'], tmp_path)
     assert straight.returncode == 0 and resumed.returncode == 0, (straight.stderr[-2000:], resumed.stderr[-2000:])
     assert killed.returncode == -9                                         # really killed, mid-step 5
@@ -135,11 +137,70 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_the_last_good_checkpoint(co
 
 
 @pytest.mark.slow
+def test_divergence_between_log_steps_is_named_at_its_first_bad_step(corpus, trained, tmp_path, runner):
+    """The loss is read only on log steps and before checkpoints, yet the run stops with exit 3 naming the FIRST
+    non-finite step and its values, the same as when every step is logged, and the last good checkpoint keeps every
+    byte although the weights were updated by the bad steps: found at a later log step (--log-every 4), or only
+    before the final checkpoint (--log-every 1000, no evaluation before the end)."""
+    good = (trained / 'ckpt.pt').read_bytes()
+    common = TINY[:TINY.index('--log-every')] + TINY[TINY.index('--log-every') + 2:] + [
+        '--data', corpus, '--family', 'mdlm', '--max-steps', '12', '--eval-every', '100', '--lr', '1e30', '--resume']
+    said = {}
+    for log_every in (1, 4, 1000):
+        out = tmp_path / f'log_every_{log_every}'
+        shutil.copytree(trained, out)
+        boom = runner('train.py', common + ['--log-every', log_every, '--out-dir', out], tmp_path)
+        assert boom.returncode == 3, boom.stderr[-2000:]
+        assert len(errors(boom)) == 1 and 'the run diverged at step' in errors(boom)[0]
+        said[log_every] = errors(boom)[0]
+        assert (out / 'ckpt.pt').read_bytes() == good                     # never overwritten
+        res = json.loads((out / 'results.json').read_text())
+        assert res['status'] == 'diverged' and res['error'] in said[log_every]
+        said[log_every, 'step'] = res['step']
+    first = said[1, 'step']
+    assert 2 <= first < 12 and first % 4 and said[4, 'step'] == said[1000, 'step'] == first  # not a log step
+    assert said[4] == said[1000] == said[1]                                # the same step, loss and gradient norm
+
+
+@pytest.mark.slow
+def test_checkpoints_are_written_in_the_background(corpus, tmp_path, runner):
+    """The first checkpoint write (step 4) waits until the training has fetched two more batches: it completes only
+    if the training goes on while it writes (the next write, at step 8, waits for it). The run then equals one
+    whose writes did not wait."""
+    common = TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '8', '--eval-every', '4']
+    waited = runner('train.py', common + ['--out-dir', 'waited'], tmp_path, save_waits_at=1)
+    plain = runner('train.py', common + ['--out-dir', 'plain'], tmp_path)
+    assert waited.returncode == 0 and plain.returncode == 0, waited.stderr[-2000:]
+    a = torch.load(tmp_path / 'waited' / 'ckpt.pt', weights_only=True)
+    b = torch.load(tmp_path / 'plain' / 'ckpt.pt', weights_only=True)
+    assert a['step'] == b['step'] == 8 and all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert logged(tmp_path / 'waited') == logged(tmp_path / 'plain')
+
+
+@pytest.mark.slow
+def test_a_crash_during_a_background_write_keeps_the_previous_checkpoint(corpus, tmp_path, runner):
+    """SIGKILL half-way through the second write (step 4): ckpt.pt is still the step-2 checkpoint, the half-written
+    temporary is left behind, and --resume removes it and continues exactly (as the uninterrupted run)."""
+    common = TINY + ['--data', corpus, '--family', 'duo', '--max-steps', '6', '--eval-every', '2']
+    crashed = runner('train.py', common + ['--out-dir', 'run'], tmp_path, crash_in_save_at=2)
+    assert crashed.returncode == -9
+    assert torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)['step'] == 2
+    assert [f for f in os.listdir(tmp_path / 'run') if f.endswith('.tmp')]
+    resumed = runner('train.py', common + ['--out-dir', 'run', '--resume'], tmp_path)
+    straight = runner('train.py', common + ['--out-dir', 'straight'], tmp_path)
+    assert resumed.returncode == 0 and straight.returncode == 0, resumed.stderr[-2000:]
+    assert not [f for f in os.listdir(tmp_path / 'run') if f.endswith('.tmp')]
+    a = torch.load(tmp_path / 'run' / 'ckpt.pt', weights_only=True)['model']
+    b = torch.load(tmp_path / 'straight' / 'ckpt.pt', weights_only=True)['model']
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
 def test_ctrl_c_saves_stops_with_130_and_resumes_exactly(corpus, tmp_path, runner):
     """SIGINT during step 2: the step finishes, a checkpoint at step 3 is written atomically, results.json says
     'interrupted' at step 3, exit 130, one line, no traceback; --resume then equals the uninterrupted run."""
     common = TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '5', '--eval-every', '100']
-    stopped = run_script('train.py', common + ['--out-dir', 'run'], tmp_path, kill_at=[3], signal_name='SIGINT')
+    stopped = run_script('train.py', common + ['--out-dir', 'run'], tmp_path, kill_at=[4], signal_name='SIGINT')
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert len(errors(stopped)) == 1 and 'interrupted (SIGINT) at step 3' in errors(stopped)[0]
     assert 'SIGINT: finishing this step' in stopped.stderr
@@ -159,7 +220,7 @@ def test_ctrl_c_saves_stops_with_130_and_resumes_exactly(corpus, tmp_path, runne
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(corpus, tmp_path, runner, sig):
     common = TINY + ['--data', corpus, '--family', 'duo', '--max-steps', '5', '--eval-every', '1',
                      '--micro-batch-size', '2']                            # 2 batches per step: both signals in step 1
-    stopped = runner('train.py', common + ['--out-dir', 'run'], tmp_path, kill_at=[3, 4], signal_name=sig)
+    stopped = runner('train.py', common + ['--out-dir', 'run'], tmp_path, kill_at=[4, 5], signal_name=sig)
     assert stopped.returncode == 130 and 'Traceback' not in stopped.stderr, stopped.stderr[-2000:]
     assert f'{sig}: finishing this step' in stopped.stderr
     assert f'interrupted ({sig}): stopped at once, the last checkpoint is kept' in stopped.stderr

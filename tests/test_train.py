@@ -1,15 +1,18 @@
-"""train.py and sample.py end to end: CLI errors, 1 process vs 2-process DDP vs gradient accumulation, resume.
+"""train.py and sample.py end to end: CLI errors, 1 process vs 2-process DDP vs FSDP vs gradient accumulation,
+checkpoints that resume across modes and process counts, activation checkpointing, lagged logging, resume.
 
-    python -m pytest -q tests/test_train.py          # ~30 s: it runs train.py (and torchrun) several times
+    python -m pytest -q tests/test_train.py          # ~2 min: it runs train.py (and torchrun) several times
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from nanodllm import memory
 from nanodllm.config import get_config
 from nanodllm.model import Model
 
@@ -65,30 +68,136 @@ def test_unknown_family_or_size_is_a_one_line_error(flag, value, tmp_path):
     assert ('ar, mdlm, duo, eso' in lines[0]) if flag == '--family' else ('nano' in lines[0] and '1.7b' in lines[0])
 
 
+def logged(out_dir, kind='loss'):
+    """{step: {'loss': '5.5452', 'lr': ..., 'grad': ..., 'dt': ...}} from the training lines of log.txt (kind='val':
+    the validation lines, {step: {'val': '5.3243 (ppl 205.25)'}})."""
+    out = {}
+    for line in open(os.path.join(out_dir, 'log.txt')):
+        parts = line.strip().split(' | ')
+        if parts[0].startswith('step ') and len(parts) > 1 and parts[1].startswith(kind + ' '):
+            out[int(parts[0].split()[1])] = dict(part.split(' ', 1) for part in parts[1:])
+    return out
+
+
+def assert_same_update(got, want, what):
+    """AdamW moves each weight ~3e-3 a step (the learning rate) whatever the gradient's size, so a missing or
+    partial gradient reduction moves many weights by that much. Another summation order changes nearly none:
+    only weights whose gradient is ~1e-9, under Adam's eps, where m / (sqrt(v) + eps) is sensitive (seen: 1 of
+    16k weights off by 8e-5 under FSDP)."""
+    diff = (got - want).abs()
+    assert diff.max() < 3e-4 and diff.mean() < 1e-6, (what, diff.max().item(), diff.mean().item())
+
+
+def losses(out_dir):
+    return {step: float(fields['loss']) for step, fields in logged(out_dir).items()}
+
+
+# the same global batch of 8 sequences in every mode; a constant learning rate (warmup 1, min-lr = lr), so that a run
+# continued with --resume to more steps equals a longer straight run
+EQUIV = TINY + ['--batch-size', '8', '--eval-every', '100', '--min-lr', '3e-3']
+
+
+@pytest.fixture(scope='module')
+def modes(corpus, tmp_path_factory, runner):
+    """3 AdamW steps in five modes: 1 process x 8, 1 process x 4 x 2 accumulation, 2 DDP ranks x 4, --fsdp in one
+    process (nothing to shard: a plain run), 2 FSDP ranks x 4. Returns the folder that holds their out-dirs."""
+    d = tmp_path_factory.mktemp('modes')
+    common = EQUIV + ['--data', corpus, '--max-steps', '3']
+    for name, extra in (('one', []), ('accum', ['--micro-batch-size', '4']), ('fsdp1', ['--fsdp'])):
+        out = runner('train.py', common + ['--out-dir', name] + extra, d)
+        assert out.returncode == 0, out.stderr[-3000:]
+    run(common + ['--out-dir', 'ddp'], cwd=d, torchrun=True)
+    run(common + ['--out-dir', 'fsdp2', '--fsdp'], cwd=d, torchrun=True)
+    return d
+
+
 @pytest.mark.slow
-def test_ddp_and_accumulation_give_the_same_update_as_one_process(corpus, tmp_path):
-    """The same global batch of 8 sequences: 1 process x 8, 1 process x 4 x 2 accumulation, 2 DDP ranks x 4.
-    After 3 AdamW steps the weights agree (up to float summation order)."""
-    common = TINY + ['--data', corpus, '--batch-size', '8', '--max-steps', '3', '--eval-every', '100']
-    run(common + ['--out-dir', 'one'], cwd=tmp_path)
-    run(common + ['--out-dir', 'accum', '--micro-batch-size', '4'], cwd=tmp_path)
-    run(common + ['--out-dir', 'ddp'], cwd=tmp_path, torchrun=True)
-    one, accum, ddp = (weights(tmp_path / d) for d in ('one', 'accum', 'ddp'))
+def test_ddp_fsdp_and_accumulation_give_the_same_update_as_one_process(modes):
+    """After 3 AdamW steps the weights of every mode agree with one process (up to float summation order), and so
+    do the logged losses of the global batch and gradient norms."""
+    one = weights(modes / 'one')
     torch.manual_seed(1)  # train.py's initial weights: --seed 1, before any other draw
     init = Model(get_config('nano', 257, 32)).state_dict()
     moved = max((one[k] - init[k]).abs().max().item() for k in one)
     assert moved > 1e-3  # the steps really changed the weights
-    for k in one:
-        torch.testing.assert_close(accum[k], one[k], atol=1e-4, rtol=0)  # AdamW moves each weight ~3e-3 a step
-        torch.testing.assert_close(ddp[k], one[k], atol=1e-4, rtol=0)
-    # Adam is blind to the gradient's scale, so check the loss scaling through the logged loss of the global batch
-    step_losses = [[float(line.split('| loss ')[1].split()[0]) for line in open(tmp_path / d / 'log.txt')
-                    if line.startswith('step ') and '| loss ' in line] for d in ('one', 'accum', 'ddp')]
-    assert len(step_losses[0]) == 3
-    torch.testing.assert_close(torch.tensor(step_losses[1]), torch.tensor(step_losses[0]), atol=2e-4, rtol=0)
-    torch.testing.assert_close(torch.tensor(step_losses[2]), torch.tensor(step_losses[0]), atol=2e-4, rtol=0)
-    res = json.loads((tmp_path / 'ddp' / 'results.json').read_text())
-    assert res['world_size'] == 2 and res['steps'] == 3 and res['tokens'] == 3 * 8 * 32
+    want = logged(modes / 'one')
+    assert sorted(want) == [0, 1, 2]
+    for mode in ('accum', 'ddp', 'fsdp1', 'fsdp2'):
+        other = weights(modes / mode)
+        assert set(other) == set(one)
+        for k in one:
+            assert_same_update(other[k], one[k], f"{mode} {k}")
+        # Adam is blind to the gradient's scale, so check the loss scaling through the loss of the global batch
+        got = logged(modes / mode)
+        assert sorted(got) == sorted(want), mode
+        for step in want:
+            for field in ('loss', 'grad'):
+                assert float(got[step][field]) == pytest.approx(float(want[step][field]), abs=2e-4), (mode, step)
+    results = {mode: json.loads((modes / mode / 'results.json').read_text()) for mode in ('ddp', 'fsdp1', 'fsdp2')}
+    assert results['ddp']['world_size'] == 2 and results['ddp']['steps'] == 3 and results['ddp']['tokens'] == 3 * 8 * 32
+    assert [results[m]['fsdp'] for m in ('ddp', 'fsdp1', 'fsdp2')] == [False, False, True]  # one process: unsharded
+    assert 'nothing to shard' in (modes / 'fsdp1' / 'log.txt').read_text()
+    for mode, fsdp in (('ddp', False), ('fsdp2', True)):  # the planner's total for this very configuration
+        plan = memory.plan(get_config('nano', 257, 32), 'ar', 4, nproc=2, fsdp=fsdp, dtype='float32', grad_accum=1)
+        assert results[mode]['planned_peak_bytes'] == plan['total']
+    assert results['fsdp2']['peak_memory_bytes'] is None and results['fsdp2']['activation_checkpointing'] is False
+
+
+@pytest.mark.slow
+def test_checkpoints_resume_across_fsdp_ddp_and_one_process_and_sample(modes, corpus, tmp_path):
+    """The FSDP checkpoint (2 ranks, step 3) continues to step 4 under DDP and in one process, the DDP one under
+    FSDP; each equals 4 steps straight in one process. sample.py reads the FSDP checkpoint as any other."""
+    common = EQUIV + ['--data', corpus, '--max-steps', '4', '--resume']
+    for src, dst in (('fsdp2', 'fsdp_as_ddp'), ('fsdp2', 'fsdp_as_one'), ('ddp', 'ddp_as_fsdp')):
+        shutil.copytree(modes / src, tmp_path / dst)
+    straight = run(EQUIV + ['--data', corpus, '--max-steps', '4', '--out-dir', 'straight'], cwd=tmp_path)
+    assert straight.returncode == 0
+    run(common + ['--out-dir', 'fsdp_as_ddp'], cwd=tmp_path, torchrun=True)
+    run(common + ['--out-dir', 'fsdp_as_one'], cwd=tmp_path)
+    run(common + ['--out-dir', 'ddp_as_fsdp', '--fsdp'], cwd=tmp_path, torchrun=True)
+    want, want_loss = weights(tmp_path / 'straight'), losses(tmp_path / 'straight')
+    for name in ('fsdp_as_ddp', 'fsdp_as_one', 'ddp_as_fsdp'):
+        ckpt = torch.load(tmp_path / name / 'ckpt.pt', weights_only=True)
+        assert ckpt['step'] == 4 and ckpt['layout']['world_size'] == (1 if name == 'fsdp_as_one' else 2)
+        for k in want:
+            assert_same_update(ckpt['model'][k], want[k], f"{name} {k}")
+        assert losses(tmp_path / name)[3] == pytest.approx(want_loss[3], abs=2e-4)  # the step after the resume
+        assert json.loads((tmp_path / name / 'results.json').read_text())['fsdp'] == (name == 'ddp_as_fsdp')
+    out = run(['--ckpt', str(modes / 'fsdp2' / 'ckpt.pt'), '--num-samples', '1', '--length', '16'], tmp_path,
+              script='sample.py')
+    assert out.stdout.count('=== sample') == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family_flags', [[], ['--family', 'eso', '--alpha0', '0.5', '--batch-split', '0.5']])
+def test_activation_checkpointing_gives_the_same_weights(corpus, tmp_path, family_flags):
+    """Recomputing each block in the backward changes no value: the same losses and weights after 3 steps (AR, and
+    Eso-LM with its masked sequential part and its noise drawn inside the loss)."""
+    common = TINY + ['--data', corpus, '--batch-size', '4', '--max-steps', '3'] + family_flags
+    run(common + ['--out-dir', 'plain'], cwd=tmp_path)
+    run(common + ['--out-dir', 'ckpt', '--activation-checkpointing'], cwd=tmp_path)
+    plain, recomputed = weights(tmp_path / 'plain'), weights(tmp_path / 'ckpt')
+    for k in plain:
+        torch.testing.assert_close(recomputed[k], plain[k], atol=1e-6, rtol=0, msg=k)
+    assert losses(tmp_path / 'ckpt') == pytest.approx(losses(tmp_path / 'plain'), abs=1e-4)
+    assert json.loads((tmp_path / 'ckpt' / 'results.json').read_text())['activation_checkpointing'] is True
+
+
+@pytest.mark.slow
+def test_lagged_logging_logs_the_values_of_logging_every_step(corpus, tmp_path):
+    """--log-every 3 reads the loss and gradient norm kept on the device only at steps 0, 3, 6: the same values as
+    --log-every 1 logs for those steps, and the same training (bitwise)."""
+    common = TINY[:TINY.index('--log-every')] + TINY[TINY.index('--log-every') + 2:] + [
+        '--data', corpus, '--batch-size', '4', '--max-steps', '7', '--family', 'mdlm', '--eval-every', '4']
+    run(common + ['--out-dir', 'every', '--log-every', '1'], cwd=tmp_path)
+    run(common + ['--out-dir', 'lagged', '--log-every', '3'], cwd=tmp_path)
+    every, lagged = logged(tmp_path / 'every'), logged(tmp_path / 'lagged')
+    assert sorted(every) == list(range(7)) and sorted(lagged) == [0, 3, 6]
+    for step in lagged:  # the same text
+        assert [lagged[step][f] for f in ('loss', 'lr', 'grad')] == [every[step][f] for f in ('loss', 'lr', 'grad')]
+    assert logged(tmp_path / 'lagged', 'val') == logged(tmp_path / 'every', 'val')
+    a, b = weights(tmp_path / 'every'), weights(tmp_path / 'lagged')
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
@@ -146,3 +255,6 @@ def test_options_that_do_not_apply_or_do_not_fit_are_one_line_errors(corpus, tmp
     assert out.returncode == 2 and 'batch_split' in out.stderr and 'Traceback' not in out.stderr
     out = run(TINY + ['--data', corpus, '--batch-size', '100000'], cwd=tmp_path, check=False)
     assert out.returncode == 2 and 'smaller --batch-size' in out.stderr and 'Traceback' not in out.stderr
+    out = run(TINY + ['--data', corpus, '--fsdp', '--dtype', 'float16'], cwd=tmp_path, check=False)
+    assert out.returncode == 2 and out.stderr.count('\n') == 1
+    assert '--fsdp does not work with --dtype float16' in out.stderr
