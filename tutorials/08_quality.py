@@ -6,7 +6,7 @@
 
 Trains a judge (an AR model of its own: another seed, longer windows, more steps) and the four families, saves them
 as train.py checkpoints under --work-dir, and evaluates them with nanodllm/evaluate.py, the code behind
-`sample.py --eval` and `python -m nanodllm.evaluate --pareto`: generative perplexity under the judge, unigram
+`sample.py --eval` and `sweep.py --pareto`: generative perplexity under the judge, unigram
 entropy, network calls and tokens/s, over sampling steps ->
 08_judge.png (what a judge rewards: gen PPL against entropy) and 08_pareto.png (the speed-quality frontier).
 """
@@ -30,7 +30,7 @@ def load_judge(spec):
 
 def models(args, text):
     """-> ({family: checkpoint path}, judge): the user's checkpoints and judge, and train.py-style checkpoints of
-    models trained here for the rest (saved under --work-dir, so that sample.py and nanodllm.evaluate read them)."""
+    models trained here for the rest (saved under --work-dir, so that sample.py and sweep.py --pareto read them)."""
     judge = load_judge(args.judge) if args.judge else None   # a bad --judge fails now, not after the training
     ckpts = {}
     for path in args.ckpt:
@@ -97,7 +97,7 @@ def main(argv=None):
     ax.legend(fontsize=7, loc='lower right')
     lu.savefig(fig, args, '08_judge.png')
 
-    # 2) the frontier: every family over the step counts, as `python -m nanodllm.evaluate --pareto` does it
+    # 2) the frontier: every family over the step counts, as `sweep.py --pareto --ckpts ...` does it
     result = evaluate.run_pareto([(NAMES[f], ckpts[f]) for f in FAMILIES], judge, steps_list, num_samples=n,
                                  batch_size=n, length=L, seed=args.seed)
     print('\n' + evaluate.pareto_table(result))

@@ -150,7 +150,7 @@ def load(path, family_name=None):
 
 def save(path, model, family_name, text, size='nano', options=None, step=0, val=None):
     """Write a model trained here as a train.py checkpoint -> path. Everything that takes a checkpoint (sample.py,
-    `python -m nanodllm.evaluate`, nanodllm/evaluate.py:load_judge) then takes it, exactly as it takes train.py's.
+    `sweep.py --pareto`, nanodllm/evaluate.py:load_judge) then takes it, exactly as it takes train.py's.
     val: its validation loss, if measured (val_loss below), recorded as train.py records it."""
     options = {**get_family(family_name).OPTIONS, **(options or {})}
     args = dict(data=text.name, size=size, seq_len=model.cfg.seq_len, family=family_name)
