@@ -3,12 +3,13 @@
 - every lesson script runs in --quick mode and writes the figures its lesson shows (into a temp folder: the committed
   figures are never overwritten), also from a user's checkpoint (--ckpt);
 - every `path.py:name` reference in the lessons resolves to a real function or class (a renamed function fails);
-- every command in a lesson's "Try this" section parses against the current argparse of the script it names
-  (the script runs only up to its parse_args call), with a valid --family and --size;
+- every command in a lesson's "Try this" section parses against the current argparse of the script it names, or of
+  the module of `python -m nanodllm.<module>` (it runs only up to its parse_args call), with a valid --family and
+  --size;
 - every figure a lesson shows is committed and small; every lesson is on the course map.
 The checkers are tested too: a planted bad reference, bad flag or bad family makes them report a problem.
 
-    python -m pytest -q tests/test_tutorials.py        # ~1 min on 2 CPU cores: seven lesson scripts in quick mode
+    python -m pytest -q tests/test_tutorials.py        # ~2 min on 2 CPU cores: nine lesson scripts in quick mode
 """
 import argparse
 import ast
@@ -17,11 +18,13 @@ import importlib
 import importlib.util
 import inspect
 import io
+import json
 import os
 import re
 import runpy
 import shlex
 import sys
+import warnings
 from unittest import mock
 
 import pytest
@@ -84,8 +87,9 @@ class _Parsed(Exception):
         self.namespace = namespace
 
 
-def parse_cli(script, argv):
-    """Run `script` with argv only up to its parse_args call -> (namespace or None, problem or None)."""
+def parse_cli(script, argv, module=None):
+    """Run `script` (or `python -m module`, whose file is `script`) with argv only up to its parse_args call
+    -> (namespace or None, problem or None)."""
     original = argparse.ArgumentParser.parse_args
 
     def parse_and_stop(self, args=None, namespace=None):
@@ -99,7 +103,12 @@ def parse_cli(script, argv):
             mock.patch.object(sys, 'argv', [path] + argv), mock.patch.object(sys, 'path', [TUTORIALS] + sys.path), \
             contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            runpy.run_path(path, run_name='__main__')
+            if module:  # as `python -m`; the package is imported already, which runpy warns about: harmless here
+                with warnings.catch_warnings():
+                    warnings.filterwarnings('ignore', message='.*found in sys.modules', category=RuntimeWarning)
+                    runpy.run_module(module, run_name='__main__')
+            else:
+                runpy.run_path(path, run_name='__main__')
         except _Parsed as parsed:
             return parsed.namespace, None
         except SystemExit as e:
@@ -145,18 +154,23 @@ def command_problems(text):
         problems.append("no command in a 'Try this' section")
     for tokens in commands:
         scripts = [i for i, t in enumerate(tokens) if t.endswith('.py')]
-        if not scripts:
+        modules = [i for i, t in enumerate(tokens[:-1]) if t == '-m' and tokens[i + 1].startswith('nanodllm.')]
+        if modules:                                   # python -m nanodllm.flops ... -> nanodllm/flops.py
+            module, argv = tokens[modules[0] + 1], tokens[modules[0] + 2:]
+            namespace, problem = parse_cli(module.replace('.', '/') + '.py', argv, module)
+        elif scripts:
+            script, argv = tokens[scripts[0]], tokens[scripts[0] + 1:]
+            namespace, problem = parse_cli(script, argv)
+        else:
             problems.append(f"`{' '.join(tokens)}` runs no script of the repository")
             continue
-        script, argv = tokens[scripts[0]], tokens[scripts[0] + 1:]
-        namespace, problem = parse_cli(script, argv)
         if problem:
             problems.append(problem)
         elif namespace is not None:
             if getattr(namespace, 'family', None) is not None and namespace.family not in FAMILIES:
-                problems.append(f"{script}: unknown --family {namespace.family!r}")
+                problems.append(f"{tokens}: unknown --family {namespace.family!r}")
             if getattr(namespace, 'size', None) is not None and namespace.size not in SIZES:
-                problems.append(f"{script}: unknown --size {namespace.size!r}")
+                problems.append(f"{tokens}: unknown --size {namespace.size!r}")
     return problems
 
 
@@ -216,6 +230,10 @@ def test_a_planted_bad_flag_or_family_is_caught():
                       ('python sample.py \\\n    --steps 8 --nope', 'unrecognized arguments'),
                       ('python sample.py --temp 0.7', 'unrecognized arguments'),
                       ('python no_such_script.py', 'no such script'),
+                      ('python -m nanodllm.flops --size 1.7b --fsdp --bogus', 'unrecognized arguments'),
+                      ('python -m nanodllm.flops --size 1.7b --family mdml', "unknown --family 'mdml'"),
+                      ('python -m nanodllm.nope --x 1', 'no such script'),
+                      ('python sweep.py --preset quik', 'invalid choice'),
                       ('ls -la', 'runs no script')]:
         problems = command_problems(good + f"\n### Try this too\n\n```bash\n{bad}\n```\n")
         assert len(problems) == 1 and what in problems[0], (bad, problems)
@@ -284,3 +302,61 @@ def test_lessons_use_a_users_checkpoint(workdir, tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error:') and "'ar'" in err[0] and 'mdlm' in err[0]
+
+
+@pytest.mark.slow
+def test_lesson07_draws_a_finished_sweep(workdir, tmp_path, capsys):
+    """--sweep-dir: the lesson reads a sweep.py folder (runs.jsonl + each run's results.json) instead of running one,
+    fits its curves and checks every run's steps against C / (3 F B L); a folder without runs.jsonl is a one-line
+    error."""
+    from nanodllm import flops
+    from nanodllm.config import get_config
+    sweep = tmp_path / 'sweep'
+    index = []
+    for budget in (1e10, 2e10):
+        for size, loss in (('zepto', 3.0), ('atto', 2.9), ('femto', 3.0)):  # U-shaped: AR brackets at both budgets
+            cfg = get_config(size, 257, 64)
+            steps = flops.steps_for_budget(budget, cfg, 8 * 64)
+            name = f"ar_{size}_{budget:g}"
+            results = dict(status='completed', family='ar', size=size, tokenizer='byte', seq_len=64, batch_size=8,
+                           steps=steps, tokens=steps * 8 * 64, flops_per_token=flops.forward_flops_per_token(cfg),
+                           non_embedding_params=flops.non_embedding_params(cfg), val_loss=loss - budget / 1e11,
+                           args=dict(flops=budget))
+            os.makedirs(sweep / 'runs' / name)
+            with open(sweep / 'runs' / name / 'results.json', 'w') as f:
+                json.dump(results, f)
+            index.append(dict(name=name, family='ar', size=size, budget=budget, status='completed',
+                              dir=str(sweep / 'runs' / name), val_loss=results['val_loss'],
+                              non_embedding_params=results['non_embedding_params'], tokens=results['tokens']))
+    with open(sweep / 'runs.jsonl', 'w') as f:
+        f.write(''.join(json.dumps(i) + '\n' for i in index))
+    run_lesson('07_scaling', ['--quick', '--sweep-dir', str(sweep), '--out-dir', str(tmp_path / 'out')], workdir)
+    out = capsys.readouterr().out
+    assert 'steps = C / (3 F B L) in 6 of 6 runs' in out
+    assert out.count('ar @ ') == 2 and 'not bracketed' not in out.split('real runs:')[1].split('==')[0]
+    assert os.path.isfile(tmp_path / 'out' / '07_isoflop.png')
+    with pytest.raises(SystemExit) as e:
+        run_lesson('07_scaling', ['--quick', '--sweep-dir', str(tmp_path), '--out-dir', str(tmp_path / 'out')],
+                   workdir)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error:') and 'runs.jsonl' in err[0]
+
+
+@pytest.mark.slow
+def test_lesson08_refuses_a_judge_that_is_not_ar_before_training(workdir, tmp_path, capsys):
+    from nanodllm.common import make_checkpoint, save_checkpoint
+    from nanodllm.config import get_config
+    from nanodllm.model import Model
+    cfg = get_config('nano', 257, 32)
+    ckpt = os.path.join(tmp_path, 'mdlm.pt')
+    save_checkpoint(ckpt, make_checkpoint(Model(cfg), cfg, argparse.Namespace(data='shakespeare'), 'mdlm',
+                                          {'loss_type': 'low_var'}, 'byte', step=0))
+    with pytest.raises(SystemExit) as e:
+        run_lesson('08_quality', ['--quick', '--judge', ckpt, '--work-dir', str(tmp_path / 'work'),
+                                  '--out-dir', str(tmp_path / 'out')], workdir)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error:') and 'AR checkpoint' in err[0]
+    assert 'train loss' not in captured.out and not os.path.exists(tmp_path / 'work')  # nothing was trained

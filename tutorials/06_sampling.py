@@ -5,9 +5,13 @@
     python tutorials/06_sampling.py --quick                # seconds (the tests)
 
 Samples the same prompt at 8, 32 and 256 steps with every family, times it, counts the network calls, and scores
-the samples with the AR model trained here (a tiny judge: lower NLL = more Shakespeare-like to it) ->
+the samples with nanodllm/evaluate.py under the AR model trained here (a tiny judge: lower generative perplexity =
+more Shakespeare-like to it; lesson 08 trains a separate judge) ->
 06_steps.png (the texts), 06_speed_quality.png (quality against time), 06_denoising.gif (the animation).
 """
+import math
+import os
+import tempfile
 import time
 
 import lesson_utils as lu
@@ -15,28 +19,19 @@ import numpy as np
 import torch
 from matplotlib.animation import FuncAnimation, PillowWriter
 
-from nanodllm import ar
+from nanodllm import evaluate
 from nanodllm.common import FAMILIES, get_family
 
 NAMES = {'ar': 'AR', 'mdlm': 'MDLM', 'duo': 'Duo', 'eso': 'Eso-LM'}
 
 
-@torch.no_grad()
-def judge_nll(judge, bos, content):
-    """NLL per token of each row of content (n, C) under the AR judge, scored after a BOS token -> (mean, sem)."""
-    x = torch.cat([torch.full((content.size(0), 1), bos), content], dim=1)
-    per_row = torch.tensor([ar.loss(judge, row[None])[0].item() / (x.size(1) - 1) for row in x])
-    return per_row.mean().item(), (per_row.std() / len(per_row) ** 0.5).item()
-
-
-def unigram_entropy(content):
-    """Mean over samples of the entropy (nats) of each sample's token histogram (spec §7.3)."""
-    out = []
-    for row in content:
-        p = torch.bincount(row).float()
-        p = p[p > 0] / row.numel()
-        out.append(-(p * p.log()).sum().item())
-    return float(np.mean(out))
+def judge_samples(judge, text, content):
+    """Decode each row of content (n, C) and score it under the judge (nanodllm/evaluate.py) -> (gen PPL pooled over
+    the samples, standard error of the per-sample NLL per token: the error bar of log gen PPL, entropy)."""
+    texts = [text.tokenizer.decode(row) for row in content]
+    per_sample = [nll / n for nll, n in (evaluate.judge_nll(judge, [t]) for t in texts)]
+    sem = float(np.std(per_sample, ddof=1) / math.sqrt(len(per_sample)))
+    return evaluate.gen_ppl(judge, texts), sem, evaluate.unigram_entropy(content)
 
 
 def main(argv=None):
@@ -54,7 +49,8 @@ def main(argv=None):
         if name not in models:
             model, _ = lu.train(name, text, steps=train_steps, seed=args.seed, log_every=0 if args.quick else 400)
             models[name] = (model, {})
-    judge = models['ar'][0]
+    with tempfile.TemporaryDirectory() as tmp:  # the AR model as a judge: a checkpoint, read as sample.py --eval does
+        judge = evaluate.load_judge(lu.save(os.path.join(tmp, 'judge.pt'), models['ar'][0], 'ar', text))
 
     L = min(m.cfg.seq_len for m, _ in models.values())
     C = L - 1                                          # content tokens per sample: AR puts BOS in front of them
@@ -78,14 +74,14 @@ def main(argv=None):
                                    callback=lambda s: states.append(s[0].clone()), **kwargs)
             seconds = time.time() - t0
             content = x[:, 1:] if name == 'ar' else x                           # (n, C)
-            nll, sem = judge_nll(judge, bos, content)
-            results[name, steps] = dict(nfe=nfe, seconds=seconds, nll=nll, sem=sem,
-                                        entropy=unigram_entropy(content), text=text.show(content[0]))
+            ppl, sem, entropy = judge_samples(judge, text, content)
+            results[name, steps] = dict(nfe=nfe, seconds=seconds, ppl=ppl, sem=sem, entropy=entropy,
+                                        text=text.show(content[0]))
             if steps == step_counts[1] or name == 'ar':
                 trajectories[name] = [s[1:] if name == 'ar' else s for s in states]
             r = results[name, steps]
-            print(f"{NAMES[name]:6s} steps {steps:3d}: {r['nfe']:3d} calls, {r['seconds']:.2f}s, judge NLL "
-                  f"{r['nll']:.3f} ± {r['sem']:.3f}, entropy {r['entropy']:.2f} | {r['text']}")
+            print(f"{NAMES[name]:6s} steps {steps:3d}: {r['nfe']:3d} calls, {r['seconds']:.2f}s, gen PPL "
+                  f"{r['ppl']:.2f} (log ± {r['sem']:.3f}), entropy {r['entropy']:.2f} | {r['text']}")
 
     # the caches: same samples, fewer or cheaper network calls
     mdlm_model = models['mdlm'][0]
@@ -114,7 +110,7 @@ def main(argv=None):
             lines = [r['text'][k:k + width] for k in range(0, len(r['text']), width)]
             head = 'no steps' if name == 'ar' else f'{steps} steps'
             ax.text(j / 3 + 0.01, 1 - i / 4 - 0.02, f"{head} · {r['nfe']} calls · {1000 * r['seconds'] / n:.0f} ms · "
-                    f"judge NLL {r['nll']:.2f}", fontsize=8, color='gray', va='top', transform=ax.transAxes)
+                    f"gen PPL {r['ppl']:.1f}", fontsize=8, color='gray', va='top', transform=ax.transAxes)
             ax.text(j / 3 + 0.01, 1 - i / 4 - 0.08, '\n'.join(lines), fontsize=9, family='monospace', va='top',
                     transform=ax.transAxes)
     ax.set_title(f"The prompt 'ROMEO:' continued by each family ({n} samples each, the first shown; ms: time per "
@@ -125,15 +121,20 @@ def main(argv=None):
     fig, axes = lu.plt.subplots(1, 2, figsize=(11.5, 4))
     for name in FAMILIES:
         rs = [results[name, s] for s in step_counts]
-        secs, nlls = [r['seconds'] / n for r in rs], [r['nll'] for r in rs]
-        axes[0].errorbar(secs, nlls, yerr=[r['sem'] for r in rs], fmt='o-', capsize=3, label=NAMES[name])
+        secs, ppls = [r['seconds'] / n for r in rs], [r['ppl'] for r in rs]
+        yerr = [[p * (1 - math.exp(-r['sem'])) for p, r in zip(ppls, rs)],    # ± one s.e. of log gen PPL
+                [p * (math.exp(r['sem']) - 1) for p, r in zip(ppls, rs)]]
+        axes[0].errorbar(secs, ppls, yerr=yerr, fmt='o-', capsize=3, label=NAMES[name])
         if name != 'ar':
-            for s, x_, y_ in zip(step_counts, secs, nlls):
+            for s, x_, y_ in zip(step_counts, secs, ppls):
                 axes[0].annotate(str(s), (x_, y_), textcoords='offset points', xytext=(4, 4), fontsize=7)
         axes[1].plot(step_counts, [r['nfe'] for r in rs], 'o-', label=NAMES[name])
     axes[0].set_xscale('log')
+    axes[0].set_yscale('log')
+    axes[0].yaxis.set_major_formatter(lu.plt.FormatStrFormatter('%g'))  # plain numbers on the log axis
+    axes[0].yaxis.set_minor_formatter(lu.plt.FormatStrFormatter('%g'))
     axes[0].set_xlabel('seconds per sample')
-    axes[0].set_ylabel(f'NLL under the tiny AR judge, mean ± s.e. of {n} samples')
+    axes[0].set_ylabel(f'gen PPL under the tiny AR judge ({n} samples)')
     axes[0].set_title('Quality against speed (numbers: steps)', fontsize=10)
     axes[1].plot(step_counts, step_counts, 'k:', lw=1, label='calls = steps')
     axes[1].set_xscale('log')

@@ -1,8 +1,9 @@
 """What every lesson script shares: its command line, the Shakespeare data, a small in-process training loop,
-loading a user's checkpoint instead, and writing figures.
+loading a user's checkpoint instead (or saving a model trained here as one), and writing figures.
 
 Nothing here is part of nanodllm: it only calls the package's public functions (data.prepare, Model, a family's
-`loss` and `sample`, common.load_checkpoint), so a lesson shows exactly what train.py and sample.py would do.
+`loss` and `sample`, common.load_checkpoint / make_checkpoint / save_checkpoint), so a lesson shows exactly what
+train.py and sample.py would do.
 """
 import argparse
 import math
@@ -22,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nanodllm import data  # noqa: E402
-from nanodllm.common import get_family, load_checkpoint  # noqa: E402
+from nanodllm.common import get_family, load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
 from nanodllm.config import get_config  # noqa: E402
 from nanodllm.model import Model  # noqa: E402
 
@@ -60,6 +61,7 @@ class Text:
 
     def __init__(self, name='shakespeare', tokenizer='byte'):
         meta = data.prepare(name, tokenizer)
+        self.name = name
         self.tokenizer = data.get_tokenizer(tokenizer)
         self.train = np.fromfile(os.path.join(meta['out_dir'], 'train.bin'), dtype=meta['dtype'])
         self.val = np.fromfile(os.path.join(meta['out_dir'], 'val.bin'), dtype=meta['dtype'])
@@ -144,6 +146,17 @@ def load(path, family_name=None):
              f"`train.py --family {family_name}` checkpoint, or no --ckpt")
     text = Text(ckpt.get('args', {}).get('data', 'shakespeare'), ckpt['tokenizer'])
     return model, ckpt['family'], ckpt['options'], text
+
+
+def save(path, model, family_name, text, size='nano', options=None, step=0, val=None):
+    """Write a model trained here as a train.py checkpoint -> path. Everything that takes a checkpoint (sample.py,
+    `sweep.py --pareto`, nanodllm/evaluate.py:load_judge) then takes it, exactly as it takes train.py's.
+    val: its validation loss, if measured (val_loss below), recorded as train.py records it."""
+    options = {**get_family(family_name).OPTIONS, **(options or {})}
+    args = dict(data=text.name, size=size, seq_len=model.cfg.seq_len, family=family_name)
+    extra = dict(step=step) if val is None else dict(step=step, val_loss=val)
+    save_checkpoint(path, make_checkpoint(model, model.cfg, args, family_name, options, text.tokenizer.name, **extra))
+    return path
 
 
 @torch.no_grad()
