@@ -15,7 +15,7 @@
 - activations: what the blocks save for the backward (the `BLOCK_SAVED` ledger below), the rotary tables, the
   final LayerNorm and the head input. With activation checkpointing, only each block's input, plus one block
   recomputed at a time in the backward.
-- logits: the loss's V-wide tensors: what it saves (AR, MDLM and Eso-LM one fp32 log-softmax, Duo four V-wide
+- logits: the loss's V-wide tensors: what it saves (AR, MDLM and Eso-LM one fp32 log-softmax, Duo two V-wide
   tensors of its NELBO) and the V-wide temporaries alive at the step's peak (the logits and their gradients).
   Eso-LM's diffusion loss scores only masked positions: `mask_fraction` (default 1, the micro-batch with t near
   1) sets how many; its sequential part (alpha0 < 1) runs 2L tokens per row with a (2L, 2L) attention mask.

@@ -256,8 +256,9 @@ class Model(nn.Module):
         elif isinstance(attn, torch.Tensor) and attn.dtype == torch.bool and torch.compiler.is_compiling() and (
                 attn.is_cuda or not torch.is_grad_enabled()):  # flex_attention has no backward on CPU (torch 2.13)
             attn = block_mask(attn)  # compiled: flex_attention skips the blocks the mask empties
-        dtype = (torch.get_autocast_dtype(idx.device.type) if torch.is_autocast_enabled(idx.device.type)
-                 else self.head.weight.dtype)                                        # the dtype q and k come in
+        dev = idx.device.type  # (the meta device, used to count FLOPs and bytes, has no autocast)
+        autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+        dtype = torch.get_autocast_dtype(dev) if autocast else self.head.weight.dtype  # the dtype q and k come in
         cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head, dtype=dtype)  # for all layers
 
         # sigma = 0 at every call of a KV cache (AR, Eso-LM sampling): the adaLN modulation of every block and of the
