@@ -35,7 +35,7 @@ import torch.distributed as dist
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from nanodllm import flops, memory, parallel  # noqa: E402
-from nanodllm.common import autocast_context, get_family, init_distributed, run_info  # noqa: E402
+from nanodllm.common import autocast_context, exit_process, get_family, init_distributed, run_info  # noqa: E402
 from nanodllm.config import get_config  # noqa: E402
 from nanodllm.model import Model  # noqa: E402
 
@@ -213,5 +213,4 @@ if rank == 0:
     with open(path + '.md', 'w') as f:
         f.write(f"{info['device']}, torch {info['torch']}, {world} process(es), {dtype}\n\n{table(rows)}\n")
     print(f"\n{table(rows)}\n\nwrote {path}.json and {path}.md")
-if dist.is_initialized():
-    dist.destroy_process_group()
+exit_process(0)  # leaves the process group (if any) first

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from nanodllm import parallel
-from nanodllm.common import cleanup_distributed, get_family, init_distributed
+from nanodllm.common import exit_process, get_family, init_distributed
 from nanodllm.config import ModelConfig
 from nanodllm.model import Model
 
@@ -111,4 +111,4 @@ with torch.no_grad():  # the last rank's shard turns NaN: every rank must see it
     q = next(raw_model.parameters())
     (q.to_local() if isinstance(q, DTensor) else q)[0].fill_(float('nan') if rank == world - 1 else 0.0)
 assert not parallel.all_finite(raw_model), 'a NaN in one shard went unseen'
-cleanup_distributed()
+exit_process(0)  # (leaves the group together; os._exit: gloo can abort the interpreter's teardown)
