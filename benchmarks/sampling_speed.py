@@ -8,15 +8,18 @@ markdown table; the recorded results are in benchmarks/README.md.
 """
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
 
-from nanodllm import ar, duo, eso, mdlm
-from nanodllm.config import get_config
-from nanodllm.model import Model
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a plain checkout too
+from nanodllm import ar, duo, eso, mdlm  # noqa: E402
+from nanodllm.config import get_config  # noqa: E402
+from nanodllm.model import Model  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--size', default='micro')

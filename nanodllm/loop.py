@@ -1,4 +1,4 @@
-"""What train.py's loop needs so that the host never waits for the GPU on a step that does not log (issue 10): the
+"""What train.py's loop needs so that the host never waits for the GPU on a step that does not log: the
 next micro-batch loaded while the current one computes, and the loss, gradient norm and first non-finite step
 kept on the device.
 

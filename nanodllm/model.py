@@ -13,7 +13,7 @@ A family changes the backbone only through two knobs (spec §0.4, §5):
 - `sigma`: the noise level fed to adaLN. Only Duo feeds it; everyone else passes None, which means sigma = 0. The
   adaLN layers stay in every family, so parameter and FLOP counts are identical across families.
 
-Speed, without changing the maths (issue 10; benchmarks/step_time.py measures it):
+Speed, without changing the maths (benchmarks/step_time.py measures it):
 - the rotary tables are built once per forward, in the compute dtype, and q and k are rotated together;
 - a boolean mask runs through `flex_attention` with a block mask when the model is compiled on a GPU (blocks that
   the mask empties are skipped: Eso-LM's sequential part), and through SDPA with the dense mask in eager mode and in
