@@ -187,7 +187,9 @@ def run_pool(runs, commands, envs, on_start, on_finish, grace=120):
     on_start(run) / on_finish(run, exit_code) are called as runs start and end. Ctrl-C or SIGTERM: every running
     run gets one SIGTERM and `grace` seconds to checkpoint (a second Ctrl-C stops them at once, as in train.py),
     then the KeyboardInterrupt goes on to the caller."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM (e.g. scancel) = Ctrl-C
+    # SIGTERM (e.g. scancel) = Ctrl-C; SIGINT set explicitly too, as train.py does: a sweep started in the background
+    # of a non-interactive shell inherits SIGINT ignored, and `kill -INT` must still stop it cleanly
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     todo, free, running = list(zip(runs, commands)), list(range(len(envs))), {}  # running: Popen -> (run, slot)
     try:
         while todo or running:
@@ -210,7 +212,8 @@ def run_pool(runs, commands, envs, on_start, on_finish, grace=120):
             on_finish(run, proc.returncode)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop(running, grace):
