@@ -15,7 +15,9 @@ import time
 import torch
 
 from nanodllm import cli, data
-from nanodllm.common import free_memory, get_family, load_checkpoint, resolve_device
+from nanodllm.checkpoint import load_checkpoint
+from nanodllm.common import free_memory, resolve_device
+from nanodllm.families import get_family
 
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--ckpt', default='out/ckpt.pt', help='checkpoint written by train.py')
@@ -36,7 +38,7 @@ p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso:
 p.add_argument('--no-cache', action='store_true', help='disable the KV / no-change cache (same samples, slower)')
 p.add_argument('--show-steps', type=cli.integer(min=0), default=0, help='print the state every N network calls')
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
-# sample quality (nanodllm/evaluate.py, spec §7.2-7.4)
+# sample quality (nanodllm/quality.py, spec §7.2-7.4)
 p.add_argument('--eval', action='store_true', help='print gen PPL, entropy, NFE and tok/s per --steps value instead '
                'of samples, and write them to JSON')
 p.add_argument('--judge', default='', help='--eval: the judge LM, an AR checkpoint (e.g. runs/judge/ckpt.pt) or '
@@ -95,11 +97,11 @@ kwargs = {k: v for k, v in wanted.items() if v is not None}
 if 'alpha0' in accepted and 'alpha0' not in kwargs and 'alpha0' in ckpt['options']:
     kwargs['alpha0'] = ckpt['options']['alpha0']  # sample as trained unless --alpha0 says otherwise
 
-if args.eval:  # sample quality instead of printed samples: one row per step count, then JSON (nanodllm/evaluate.py)
-    from nanodllm import evaluate
+if args.eval:  # sample quality instead of printed samples: one row per step count, then JSON (nanodllm/quality.py)
+    from nanodllm import quality
     try:
-        judge = evaluate.load_judge(args.judge, device)
-        result = evaluate.evaluate_checkpoint(model, ckpt, judge, args.steps, args.num_samples, length,
+        judge = quality.load_judge(args.judge, device)
+        result = quality.evaluate_checkpoint(model, ckpt, judge, args.steps, args.num_samples, length,
                                               args.batch_size or None, args.temperature, args.top_p, args.seed,
                                               **kwargs)
     except ValueError as e:
@@ -107,7 +109,7 @@ if args.eval:  # sample quality instead of printed samples: one row per step cou
     except FloatingPointError as e:
         p.fail(e, code=1)
     out = args.eval_json or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), 'eval.json')
-    evaluate.write_json(out, result)
+    quality.write_json(out, result)
     print(f"wrote {out}")
     sys.exit(0)
 

@@ -20,7 +20,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from nanodllm import cli, data, evaluate, flops, launch, scaling
+from nanodllm import cli, data, flops, launch, pareto, quality, scaling
 from nanodllm.common import resolve_device
 from nanodllm.config import SIZES, get_config
 
@@ -81,7 +81,7 @@ PRESETS = {
 # -----------------------------------------------------------------------------
 # --pareto: the speed-quality frontier of the sweep's checkpoints (paper §1.5), a mode of its own that trains
 # nothing: each family's compute-optimal run (of one budget, or of every budget) is sampled over the sampler
-# settings and judged (nanodllm/evaluate.py); <out-dir>/pareto/ gets pareto.json, .png and .md (pareto_all_budgets.*
+# settings and judged (nanodllm/pareto.py); <out-dir>/pareto/ gets pareto.json, .png and .md (pareto_all_budgets.*
 # with --all-budgets) and the rows cache rows.jsonl: the same command again measures only what it has not measured.
 if '--pareto' in sys.argv[1:]:
     q = cli.ArgumentParser(description='The speed-quality Pareto frontier of a finished sweep (paper §1.5): gen PPL '
@@ -122,21 +122,21 @@ if '--pareto' in sys.argv[1:]:
         q.fail(f"unknown family {next(f for f in families if f not in FAMILIES)!r}; valid: {', '.join(FAMILIES)}")
     try:
         if a.ckpts:  # label=path,...
-            ckpts, notes = evaluate.parse_ckpts(a.ckpts), []
+            ckpts, notes = pareto.parse_ckpts(a.ckpts), []
         else:  # the sweep's completed runs -> each family's compute-optimal run (of one budget, or of each)
             runs = sorted((r for r in launch.completed_runs(out_dir) if r['family'] in families),
                           key=lambda r: families.index(r['family']))
             if not runs:
                 raise ValueError(f"no completed run of {', '.join(families)} in {out_dir}/runs: finish the sweep "
                                  f"first (the same command without --pareto), or pass --ckpts")
-            chosen, notes = evaluate.pick_sweep_runs(runs, a.budget, a.all_budgets, labels)
+            chosen, notes = pareto.pick_sweep_runs(runs, a.budget, a.all_budgets, labels)
             ckpts = [(labels[r['family']], r['ckpt'], dict(run=r['name'], size=r['size'], budget=r['budget'],
                                                            params=r['params'])) for r in chosen]
         sweep_lock = launch.lock(out_dir)  # not while this folder's sweep trains: tok/s would measure its load
         print("checkpoints:\n" + "\n".join(f"  {n}" for n in notes or [f"{c[0]}: {c[1]}" for c in ckpts]))
         device = resolve_device(a.device)
-        judge = evaluate.load_judge(a.judge, device)
-        result = evaluate.run_pareto(ckpts, judge, a.steps, a.alpha0, a.temperature, a.top_p, a.num_samples,
+        judge = quality.load_judge(a.judge, device)
+        result = pareto.run_pareto(ckpts, judge, a.steps, a.alpha0, a.temperature, a.top_p, a.num_samples,
                                      a.batch_size, a.length, a.seed, device,
                                      cache=os.path.join(out_dir, 'pareto', 'rows.jsonl'), progress=True)
     except ValueError as e:
@@ -148,7 +148,7 @@ if '--pareto' in sys.argv[1:]:
               f"again to measure the rest", file=sys.stderr)
         sys.exit(130)
     result['notes'] = notes
-    paths = evaluate.write_pareto(result, os.path.join(out_dir, 'pareto'),
+    paths = pareto.write_pareto(result, os.path.join(out_dir, 'pareto'),
                                   'pareto_all_budgets' if a.all_budgets else 'pareto')
     print(f"wrote {', '.join(paths)}")
     sys.exit(0)

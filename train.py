@@ -28,8 +28,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from nanodllm import checkpoint, cli, data, flops, loop, memory, parallel, rundir
-from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, exit_process, free_memory, get_family,
-                             init_distributed, resolve_dtype, run_info)
+from nanodllm.common import (DTYPES, autocast_context, exit_process, free_memory, init_distributed, resolve_dtype,
+                             run_info)
+from nanodllm.families import FAMILY_NAMES, get_family
 from nanodllm.config import SIZES, get_config
 from nanodllm.validation import batch_rows, eval_set_size, validation_loss
 from nanodllm.model import Model

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.torch_version import TorchVersion
 
 from .config import ModelConfig
+from .families import FAMILIES
 from .model import Model
 
 VERSION = 2
@@ -146,7 +147,6 @@ def _expect(ok, path, what):
 
 
 def _check_options(path, family_name, options):
-    from .common import FAMILIES  # here, not at the top: common imports this module
     _expect(family_name in FAMILIES, path, f"unknown family {family_name!r}")
     expected = FAMILIES[family_name].OPTIONS
     _expect(isinstance(options, dict) and set(options) == set(expected), path,

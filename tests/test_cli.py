@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nanodllm.checkpoint import make_checkpoint
-from nanodllm.common import FAMILIES
+from nanodllm.families import FAMILIES
 from nanodllm.config import get_config
 from nanodllm.model import Model
 from scripts import make_corpus

@@ -17,7 +17,7 @@ import torch
 from helpers import make_model
 
 from nanodllm import ar, memory
-from nanodllm.common import get_family
+from nanodllm.families import get_family
 from nanodllm.config import ModelConfig, get_config
 from nanodllm.model import Model
 
