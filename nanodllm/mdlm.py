@@ -169,7 +169,7 @@ def _sample_committed(model, x, steps, temperature, top_p, generator, callback, 
     Positions after the block stay masked (the model sees them as masks). A step that commits nothing in any row
     makes no call. block_size=1, steps=1: left to right, one token per call. -> (x, nfe)
     """
-    mask_id, (n, L) = model.cfg.mask_id, x.shape
+    mask_id, L = model.cfg.mask_id, x.size(1)
     nfe = 0
     for start, end in decode.blocks(L, block_size):
         in_block = torch.zeros(L, dtype=torch.bool, device=x.device)
