@@ -9,6 +9,8 @@ The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n
   (the NELBO without its 1/t weight), evaluation always the NELBO; both are divided by ALL B L tokens;
 - sampling starts from all masks and unmasks over `steps` steps of the ancestral posterior (spec §2.3); a decoded
   token is never changed again.
+Conditioning (`given`, issue 18): given positions are never masked nor scored in the loss and start clean in the
+sampler; `order` ('confidence', 'margin') and `block_size` switch the sampler to commit-k decoding (LLaDA/dllm).
 """
 import torch
 import torch.nn.functional as F
