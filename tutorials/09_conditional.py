@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from nanodllm import decode, noise
-from nanodllm.common import get_family
+from nanodllm.families import get_family
 from nanodllm.config import get_config
 from nanodllm.model import Model
 
