@@ -14,7 +14,8 @@ Reads straight down: args -> processes -> out-dir -> data -> model, wrapped (DDP
 -> loop -> results.json.
 Exit codes: 0 completed, 2 bad input or refused, 3 diverged, 130 interrupted (SIGINT/SIGTERM), 1 another failure
 (e.g. a full disk); each with one line on stderr. results.json records the status ('completed', 'interrupted',
-'diverged', 'failed') whenever training started.
+'diverged', 'failed') whenever training started; `--resume` of a finished run rewrites it from the checkpoint if it
+is missing or damaged.
 """
 import json
 import math
@@ -82,7 +83,8 @@ p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and resu
 again = p.add_mutually_exclusive_group()
 again.add_argument('--resume', action='store_true',
                    help='continue <out-dir>/ckpt.pt exactly: weights, optimizer, data position and random streams '
-                        '(same model, data, family and global batch; micro-batch size and process count may change)')
+                        '(same model, data, family and global batch; micro-batch size and process count may change); '
+                        'a finished run trains nothing and rewrites a missing or damaged results.json from it')
 again.add_argument('--overwrite', action='store_true', help='delete the checkpoint in <out-dir> and start afresh')
 # system
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')

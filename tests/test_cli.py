@@ -1,5 +1,6 @@
-"""A newcomer's mistakes with train.py, sample.py and `python -m nanodllm.flops`: each row is one bad command that must end with exit code 2 (1 for
-a sampler failure), one line `error: ...` containing a phrase that names the problem, and no traceback.
+"""A newcomer's mistakes with train.py, sample.py and `python -m nanodllm.flops`: each row is one bad command that
+must end with exit code 2 (1 for a sampler failure), one line `error: ...` containing a phrase that names the
+problem, no traceback, and never torch's hint to load a checkpoint with weights_only=False.
 
     python -m pytest -q tests/test_cli.py      # ~20 s: one Python start, then one fork per row (tests/scripts.py)
 
@@ -7,16 +8,19 @@ Every row fails before any training step (a run that trained would exit 0 and fa
 """
 import os
 import re
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from nanodllm import flops
+from nanodllm import flops, memory
 from nanodllm.checkpoint import make_checkpoint
 from nanodllm.common import FAMILIES
 from nanodllm.config import get_config
 from nanodllm.model import Model
-from scripts import make_corpus
+from scripts import ENV, ROOT, make_corpus
 
 CUDA, MPS = torch.cuda.is_available(), torch.backends.mps.is_available()
 
@@ -266,3 +270,24 @@ def test_flops_refuses_bad_input_in_one_line(capsys, name, args, phrase):
 def test_the_table_is_large_and_the_crafted_pickle_ran_no_code(outputs):
     assert len(TRAIN) + len(SAMPLE) >= 60
     assert not outputs['marker']  # sample.py refused evil.pt without unpickling its payload
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc/self/status')
+def test_an_allocation_that_fails_while_sampling_is_one_line(tmp_path):
+    """The pre-check passes (the host has the memory) but the process may not map it: an address-space limit a
+    little above what the imports need, so the KV cache of 6000 AR samples of 256 tokens (1.6 GB) cannot be
+    allocated. The CPU allocator's RuntimeError becomes one line naming the fix, exit 1."""
+    from nanodllm.common import free_memory
+    ckpt = _checkpoint(tmp_path / 'ar.pt', 'ar')
+    kv = memory.kv_cache_bytes(get_config('nano', 257, 32), 'ar', 6000, 256)
+    if free_memory('cpu') < 2 * kv:
+        pytest.skip('too little free memory for the pre-check to pass')
+    probe = subprocess.run([sys.executable, '-c', "import torch, tqdm, nanodllm.checkpoint, nanodllm.data, "
+                            "nanodllm.memory; print(open('/proc/self/status').read().split('VmSize:')[1].split()[0])"],
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    limit = int(probe.stdout) * 1024 + int(0.6 * kv)                   # room for the first layer's k and v only
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--ckpt', ckpt, '--device', 'cpu',
+                          '--length', '256', '--num-samples', '6000'], env=ENV, capture_output=True, text=True,
+                         timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    _check(out, 'out of memory while sampling 6000 x 256 tokens on cpu: lower --length or --num-samples', 1)
