@@ -236,6 +236,9 @@ for budget in sorted(budgets):
 if skipped:
     print(f"  outside the {preset['window'][0]}-{preset['window'][1]} tokens/param window, not run: "
           + ", ".join(skipped))
+for run in runs:  # e.g. exited 0 but its results.json was damaged since: resumed, which rewrites it
+    if state[run['name']][0] == 'interrupted' and state[run['name']][2]:
+        print(f"  {run['name']}: {state[run['name']][2]}")
 if count['failed'] and not args.retry_failed:
     print(f"  {count['failed']} failed run(s) are not run again: pass --retry-failed to retry them")
 if args.dry_run:

@@ -289,6 +289,7 @@ def test_quick_preset_end_to_end_resume_and_a_failing_run(tmp_path):
     damaged.write_bytes(damaged.read_bytes()[:60])
     retry = sweep(['--preset', 'quick', '--retry-failed'], tmp_path)
     assert 'training 2 runs' in retry.stdout                              # the failed one, and the damaged one resumed
+    assert 'ar_zepto_1e+10: exited 0 but its results.json is missing or damaged: resumed' in retry.stdout
     index = [json.loads(line) for line in open(out_dir / 'runs.jsonl')]
     assert {r['status'] for r in index} == {'completed'}
     assert json.loads(damaged.read_text())['status'] == 'completed'       # rewritten from its checkpoint
