@@ -26,8 +26,8 @@ p.add_argument('--ckpt', default='out/ckpt.pt', help='checkpoint written by trai
 p.add_argument('--prompt', default='', help='text the samples start with (kept fixed; empty: unconditional)')
 p.add_argument('--num-samples', type=cli.integer(min=1), default=2)
 p.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per sample, prompt included (0: the '
-               'training length). Longer: a warning, as positions past it were never trained; more than 8x longer, '
-               'or more than the KV cache and logits can take in memory: refused')
+               'training length). Longer: a warning, as positions past it were never trained; more than '
+               f'{FAR_PAST}x longer, or more than the KV cache and logits can take in memory: refused')
 p.add_argument('--steps', type=cli.list_of(cli.integer(min=0)), default=[0],
                help='diffusion sampling steps (0: one per token); ignored by AR; --eval takes a comma-separated list')
 p.add_argument('--temperature', type=cli.number(ge=0), default=1.0,

@@ -1,5 +1,6 @@
-"""GPU memory of one training step (and of sampling): predicted from the model's shapes (the planner), and measured on any device
-(saved-tensor hooks, a live-tensor tracker), so that the prediction is checked on CPU by tests/test_memory.py.
+"""GPU memory of one training step (and of sampling): predicted from the model's shapes (the planner), and measured
+on any device (saved-tensor hooks, a live-tensor tracker), so that the prediction is checked on CPU by
+tests/test_memory.py.
 
     python -m nanodllm.flops --size 1.7b --seq-len 2048 --micro-batch-size 4 --nproc 8 --fsdp --family eso
 

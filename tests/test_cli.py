@@ -164,7 +164,8 @@ FLOPS = [
     ('alpha0 for ar', ['--alpha0', '0.5'], '--alpha0 does not apply to --family ar'),
     ('batch-split at alpha0 1', ['--family', 'eso', '--batch-split', '0.5'], '--alpha0 1 trains only one'),
     ('eso split empty', ['--family', 'eso', '--alpha0', '0.5', '--batch-split', '0.5'], 'pick --batch-split in (0, 1)'),
-    ('batch not a multiple', ['--batch-size', '3', '--nproc', '2'], 'not a multiple of --micro-batch-size 1 x --nproc 2'),
+    ('batch not a multiple', ['--batch-size', '3', '--nproc', '2'],
+     'not a multiple of --micro-batch-size 1 x --nproc 2'),
 ]
 
 
