@@ -5,7 +5,10 @@
     python sample.py --ckpt out/ckpt.pt --eval --judge runs/judge/ckpt.pt --num-samples 64 --steps 16,32,64,128
 
 Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is missing, unsafe, corrupt or edited);
-1 the sampler failed (non-finite probabilities, out of memory). Each error is one line on stderr.
+1 the sampler failed (non-finite probabilities, out of memory); 130 Ctrl-C. Each error is one line on stderr.
+Before sampling, what it will allocate (the KV cache at its full length, the tokens, the largest network call:
+nanodllm/memory.py sampling_bytes) is checked against the free memory; a --length past the training length warns,
+more than 8x past it is refused.
 """
 import inspect
 import os
@@ -14,17 +17,19 @@ import time
 
 import torch
 
-from nanodllm import cli, data
+from nanodllm import cli, data, memory
 from nanodllm.checkpoint import load_checkpoint
 from nanodllm.common import free_memory, resolve_device
 from nanodllm.families import get_family
 
+FAR_PAST = 8  # --length at most this many times the training length (longer: refused; longer than it: a warning)
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--ckpt', default='out/ckpt.pt', help='checkpoint written by train.py')
 p.add_argument('--prompt', default='', help='text the samples start with (kept fixed; empty: unconditional)')
 p.add_argument('--num-samples', type=cli.integer(min=1), default=2)
 p.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per sample, prompt included (0: the '
-               'training length)')
+               'training length). Longer: a warning, as positions past it were never trained; more than '
+               f'{FAR_PAST}x longer, or more than the KV cache and logits can take in memory: refused')
 p.add_argument('--steps', type=cli.list_of(cli.integer(min=0)), default=[0],
                help='diffusion sampling steps (0: one per token); ignored by AR; --eval takes a comma-separated list')
 p.add_argument('--temperature', type=cli.number(ge=0), default=1.0,
@@ -74,15 +79,35 @@ if len(ids) >= length:
     p.fail(f"the prompt is {len(ids)} tokens but samples are {length} long: shorten --prompt or raise --length")
 prompt = torch.tensor(ids, dtype=torch.long) if ids else None
 
-# memory: each network call scores `rows` positions per sample (AR with its KV cache: 1; the others: up to all of
-# them) into a few float64 (n, rows, V) tensors, and attention holds (n, H, rows, length) scores
+# a length past the training context warns (positions the model never saw), far past it (> 8x) is refused; then
+# memory (nanodllm/memory.py sampling_bytes): the KV cache at its full length (AR, Eso-LM), the tokens and the
+# largest network call, refused in one line if it will not fit
 cfg = model.cfg
-rows = 1 if ckpt['family'] == 'ar' and not args.no_cache else length
-need = args.num_samples * rows * (cfg.vocab_size * 8 * 6 + cfg.n_head * length * 4 * 3)  # bytes, roughly
+if length > FAR_PAST * cfg.seq_len:
+    p.fail(f"--length {length} is more than {FAR_PAST}x the {cfg.seq_len} tokens this model was trained on, far past "
+           f"the positions it has learned: pass --length {FAR_PAST * cfg.seq_len} or less (0: the training length)")
+if length > cfg.seq_len:
+    print(f"warning: --length {length} is past the {cfg.seq_len} tokens this model was trained on: positions "
+          f"beyond them were never trained, so expect worse samples", file=sys.stderr)
+per_call = (args.batch_size or args.num_samples) if args.eval else args.num_samples  # samples in one sampler call
+size = next(model.parameters()).element_size()
+need = memory.sampling_bytes(cfg, ckpt['family'], per_call, length, not args.no_cache, max(1, len(ids)), size)
+kv = memory.kv_cache_bytes(cfg, ckpt['family'], per_call, length, not args.no_cache, size)
 free = free_memory(device)
+lower = "lower --length or --num-samples" + (" (or --batch-size)" if args.eval else "")
 if need > free:
-    p.fail(f"--num-samples {args.num_samples} x --length {length} would need about {need / 2**30:.1f} GiB on "
-           f"{device.type} but {free / 2**30:.1f} GiB are free: lower --length or --num-samples")
+    p.fail(f"{per_call} samples x --length {length} would need about {need / 2**30:.1f} GiB on {device.type}"
+           + (f" (the KV cache, allocated at its full length: {kv / 2**30:.1f} GiB)" if kv else "")
+           + f" but {free / 2**30:.1f} GiB are free: {lower}")
+
+
+def out_of_memory(e):
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU/MPS allocator's RuntimeError."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or 'out of memory' in str(e)))
+
+
+oom = f"out of memory while sampling {per_call} x {length} tokens on {device.type}: {lower}"
 
 # family-specific keywords, passed only where the family's sampler takes them
 wanted = dict(noise_removal=args.noise_removal, use_cache=False if args.no_cache else None, alpha0=args.alpha0)
@@ -108,6 +133,10 @@ if args.eval:  # sample quality instead of printed samples: one row per step cou
         p.fail(e)
     except FloatingPointError as e:
         p.fail(e, code=1)
+    except (RuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
+        p.fail(oom, code=1)
     out = args.eval_json or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), 'eval.json')
     quality.write_json(out, result)
     print(f"wrote {out}")
@@ -133,8 +162,13 @@ try:
                            generator=torch.Generator(device).manual_seed(args.seed), callback=show, **kwargs)
 except FloatingPointError as e:  # NaN probabilities: never print them as text
     p.fail(e, code=1)
-except (torch.OutOfMemoryError, MemoryError):
-    p.fail("out of memory while sampling: lower --num-samples or --length", code=1)
+except (RuntimeError, MemoryError) as e:  # e.g. the allocator of a KV cache or logits that do not fit after all
+    if not out_of_memory(e):
+        raise
+    p.fail(oom, code=1)
+except KeyboardInterrupt:
+    print("interrupted (Ctrl-C): no sample was printed", file=sys.stderr)
+    sys.exit(130)
 dt = time.time() - t0
 for i in range(args.num_samples):
     print(f"\n=== sample {i} ===\n{tokenizer.decode(x[i].tolist(), mask_id=mask_id)}")

@@ -168,7 +168,8 @@ p.add_argument('--jobs', type=cli.integer(min=0), default=0,
 p.add_argument('--nproc-per-node', type=cli.integer(min=1), default=1, help='processes (GPUs) per run, through torchrun')
 p.add_argument('--launcher', choices=('local', 'slurm'), default='local',
                help='local: run here; slurm: write <out-dir>/sweep.sbatch (one array task per run) and stop')
-p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished')
+p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished '
+               '(refused if no run has completed yet)')
 p.add_argument('--retry-failed', action='store_true', help='run failed runs again (from their checkpoint if any)')
 p.add_argument('--dry-run', action='store_true', help='print the grid and what would run, then stop')
 p.add_argument('--pareto', action='store_true', help='sample the finished sweep\'s checkpoints and draw the '
@@ -221,6 +222,10 @@ for run in runs:
 todo = [r for r in runs if state[r['name']][0] in ('new', 'interrupted')
         or (args.retry_failed and state[r['name']][0] == 'failed')]
 count = {s: sum(state[r['name']][0] == s for r in runs) for s in ('completed', 'interrupted', 'failed', 'new')}
+if args.collect and not count['completed']:  # nothing to fit or plot: no report that links plots it cannot draw
+    p.fail(f"--collect: none of the {len(runs)} runs of this grid has completed in {out_dir}/runs ("
+           + ", ".join(f"{v} {k}" for k, v in count.items() if v) + "): train them first (the same command without "
+           "--collect), then collect")
 print(f"sweep {args.preset}: {len(runs)} runs ({len(families)} families x {len(budgets)} budgets; "
       + ", ".join(f"{v} {k}" for k, v in count.items() if v) + f"), {sum(r['budget'] for r in runs):.3g} training "
       f"FLOPs in all -> {out_dir}")
@@ -231,6 +236,9 @@ for budget in sorted(budgets):
 if skipped:
     print(f"  outside the {preset['window'][0]}-{preset['window'][1]} tokens/param window, not run: "
           + ", ".join(skipped))
+for run in runs:  # e.g. exited 0 but its results.json was damaged since: resumed, which rewrites it
+    if state[run['name']][0] == 'interrupted' and state[run['name']][2]:
+        print(f"  {run['name']}: {state[run['name']][2]}")
 if count['failed'] and not args.retry_failed:
     print(f"  {count['failed']} failed run(s) are not run again: pass --retry-failed to retry them")
 if args.dry_run:
@@ -341,7 +349,8 @@ setup = [('command', ' '.join(['python sweep.py'] + sys.argv[1:])),
                   f"{sum(r['seconds'] for r in results) / 60:.1f} min of training in all"),
          ('devices', ', '.join(sorted({f"{r.get('device')} ({r.get('dtype')})" for r in results})) or '-'),
          ('git commit', ', '.join(sorted({str(r.get('git_commit'))[:10] for r in results})) or '-')]
-scaling.write_report(os.path.join(out_dir, 'report.md'), analysis, labels, setup, failed)
+scaling.write_report(os.path.join(out_dir, 'report.md'), analysis, labels, setup, failed,
+                     figures=('isoflop.png', 'optima.png') if finished_rows else ())  # only the plots drawn
 for (family, budget), c in sorted(analysis['curves'].items()):
     print(f"  {family:>9} @ {budget:.3g}: " + (f"N* = {c['n_opt']:.3g}, L* = {c['loss_opt']:.4f}" if c['bracketed']
                                               else f"not bracketed: {c['reason']}"))

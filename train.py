@@ -14,7 +14,8 @@ Reads straight down: args -> processes -> out-dir -> data -> model, wrapped (DDP
 -> loop -> results.json.
 Exit codes: 0 completed, 2 bad input or refused, 3 diverged, 130 interrupted (SIGINT/SIGTERM), 1 another failure
 (e.g. a full disk); each with one line on stderr. results.json records the status ('completed', 'interrupted',
-'diverged', 'failed') whenever training started.
+'diverged', 'failed') whenever training started; `--resume` of a finished run rewrites it from the checkpoint if it
+is missing or damaged.
 """
 import json
 import math
@@ -46,7 +47,8 @@ p.add_argument('--loss', dest='loss_type', choices=('low_var', 'elbo'), default=
                     "validation always reports the NELBO")
 p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso: alpha_0; 1 = MDLM-like, 0 = AR')
 p.add_argument('--batch-split', type=cli.number(ge=0, le=1), default=None,
-               help='eso: fraction of each batch on the diffusion loss, the rest on the sequential loss')
+               help='eso with 0 < alpha0 < 1: fraction of each batch on the diffusion loss, the rest on the '
+                    'sequential loss (refused at alpha0 0 or 1, which train one part only)')
 # data
 p.add_argument('--data', default='shakespeare',
                help="'shakespeare' (bundled), a .txt / .jsonl / .jsonl.gz file, a folder of them, or hf:NAME[:CONFIG]")
@@ -82,7 +84,8 @@ p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and resu
 again = p.add_mutually_exclusive_group()
 again.add_argument('--resume', action='store_true',
                    help='continue <out-dir>/ckpt.pt exactly: weights, optimizer, data position and random streams '
-                        '(same model, data, family and global batch; micro-batch size and process count may change)')
+                        '(same model, data, family and global batch; micro-batch size and process count may change); '
+                        'a finished run trains nothing and rewrites a missing or damaged results.json from it')
 again.add_argument('--overwrite', action='store_true', help='delete the checkpoint in <out-dir> and start afresh')
 # system
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
@@ -101,6 +104,10 @@ options = {k: (getattr(args, k) if getattr(args, k, None) is not None else v) fo
 for k, flag in {'loss_type': '--loss', 'alpha0': '--alpha0', 'batch_split': '--batch-split'}.items():
     if getattr(args, k) is not None and k not in options:
         p.fail(f"{flag} does not apply to --family {args.family}")
+if args.batch_split is not None and options.get('alpha0') in (0.0, 1.0):  # one part only: nothing to split
+    p.fail(f"--batch-split splits a batch between Eso-LM's two parts, but --alpha0 {options['alpha0']:g} trains only "
+           f"the {'diffusion' if options['alpha0'] == 1 else 'sequential'} part: drop --batch-split, or pick --alpha0 "
+           f"in (0, 1)")
 if args.fsdp and args.dtype == 'float16':
     p.fail("--fsdp does not work with --dtype float16: its loss scaling (GradScaler) does not see the other ranks' "
            "overflows; use --dtype bfloat16 (the default on GPUs)")
@@ -346,9 +353,11 @@ if resumed:
 # training loop: only log steps, evaluations and checkpoints make the host wait for the GPU (nanodllm/loop.py)
 t_train, tokens_seen, dt_ema, step = time.time(), 0, None, start_step
 bar = tqdm(total=max_steps, initial=start_step, disable=not master, dynamic_ncols=True, desc=args.family)
-if start_step == max_steps:  # a finished run resumed with the same budget: nothing to do (results.json stays)
+if start_step == max_steps:  # a finished run resumed with the same budget: nothing to do but mend results.json
     run.log(f"nothing to do: {ckpt_path} is already at step {max_steps}")
-    finish('completed', step, write=not os.path.exists(run.results_path))
+    if damaged := run.results_problem():  # None: a readable 'completed' results.json, which stays as it is
+        run.warning(f"{run.results_path} {damaged}: rewritten from {ckpt_path}")
+    finish('completed', step, write=damaged is not None)
 run.on_hard_stop = lambda: (writer.wait(),  # a second signal: the checkpoint being written is finished first
                             run.write_results(results('interrupted', step, 'stopped at once by a second signal')))
 if args.resume:  # last, so that nothing in the set-up (e.g. the CPU FLOP/s probe) shifts the random streams

@@ -231,7 +231,7 @@ def test_a_planted_bad_flag_or_family_is_caught():
                       ('python sample.py --temp 0.7', 'unrecognized arguments'),
                       ('python no_such_script.py', 'no such script'),
                       ('python -m nanodllm.flops --size 1.7b --fsdp --bogus', 'unrecognized arguments'),
-                      ('python -m nanodllm.flops --size 1.7b --family mdml', "unknown --family 'mdml'"),
+                      ('python -m nanodllm.flops --size 1.7b --family mdml', "unknown family 'mdml'"),
                       ('python -m nanodllm.nope --x 1', 'no such script'),
                       ('python sweep.py --preset quik', 'invalid choice'),
                       ('ls -la', 'runs no script')]:
