@@ -14,15 +14,26 @@ TIME_CONDITIONING = False   # sigma = 0: adaLN gives a constant, learned modulat
 BOS_PREFIX = True           # unconditional samples start from the tokenizer's BOS (spec §1)
 
 
-def loss(model, x0, train=True, strata=(0, 1), generator=None):
+def loss(model, x0, train=True, strata=(0, 1), generator=None, given=None):
     """Shifted NLL (spec §1): inputs x0[:, :-1], targets x0[:, 1:]; the first token is never scored.
 
-    x0 (B, L) -> (sum of -log p(x_i | x_<i) over the B (L-1) targets, B (L-1)). Train and eval use the same
-    exact NLL; `strata` and `generator` are accepted for the common surface and unused (AR draws no t).
+    x0 (B, L) -> (sum of -log p(x_i | x_<i) over the scored targets, number of scored targets). Train and eval use
+    the same exact NLL; `strata` and `generator` are accepted for the common surface and unused (AR draws no t).
+    given: None or (B, L) bool, True = a given (prompt) position: it is still fed as input (the causal context of
+      every later position) but its own target term is dropped, so target i counts iff not given[:, i] (position 0
+      is never a target). n_tokens is then a (0-d, long) tensor: the number of not-given positions among 1..L-1,
+      i.e. the response and its EOS padding ("token" normalisation, as SMDM/dllm). given=None (or all False) scores
+      all B (L-1) targets, exactly as before.
     """
+    given = noise.given_mask(given, x0)
     logits = model(x0[:, :-1], attn='causal')                                  # (B, L-1, V) fp32, mask = -1e6
-    nll = F.cross_entropy(logits.flatten(0, 1), x0[:, 1:].flatten(), reduction='sum')
-    return nll, x0[:, 1:].numel()
+    if given is None:
+        nll = F.cross_entropy(logits.flatten(0, 1), x0[:, 1:].flatten(), reduction='sum')
+        return nll, x0[:, 1:].numel()
+    scored = ~given[:, 1:]                                                     # (B, L-1) bool: response targets
+    targets = x0[:, 1:].masked_fill(~scored, -100)                             # given targets -> ignore index
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction='sum')
+    return nll, scored.sum()
 
 
 @torch.no_grad()

@@ -90,21 +90,32 @@ def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
     return dalpha_t / (V * alpha_t) * (exit_rate_gap - jump_log_ratio)              # (B, L), >= 0
 
 
-def loss(model, x0, train=True, strata=(0, 1), generator=None):
+def loss(model, x0, train=True, strata=(0, 1), generator=None, given=None):
     """x0 (B, L) -> (sum of the Duo NELBO over all B L positions, B L) (spec §3.2, §3.3).
 
     One t per sequence, antithetic over the global batch: this micro-batch is slice `strata` = (k, K) (spec §0.3).
     `train` does not change the objective: Duo trains and evaluates on the same NELBO.
+    given: None or (B, L) bool, True = a given (prompt) position (conditional training, sft.md §2): it is fed clean
+      (the uniform noise reaches response positions only: the draws are made everywhere, then the prompt is put
+      back, so the random stream does not depend on `given`), sigma_t still describes the noise of the response,
+      and the closed-form NELBO is summed over the not-given positions only. n_tokens is then a (0-d, long) tensor:
+      the number of not-given positions (response + EOS padding, "token" normalisation). given=None (or all False)
+      returns exactly the unconditional loss.
     """
+    given = noise.given_mask(given, x0)
     B, L = x0.shape
     V = model.cfg.vocab_size
     t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
     alpha_t, dalpha_t = noise.alpha(t)[:, None], noise.dalpha(t)[:, None]           # (B, 1) each
     zt = corrupt(x0, alpha_t, V, generator)                                         # (B, L)
+    if given is not None:
+        zt = torch.where(given, x0, zt)                                             # the prompt stays clean
     sigma_t = -torch.log(alpha_t[:, 0])                                             # (B,) raw, no rescaling (§9.7)
     logits = model(zt, sigma=sigma_t, attn='full')                                  # (B, L, V) fp32, mask = -1e6
     nll = nelbo_per_token(logits, x0, zt, alpha_t, dalpha_t)                        # (B, L), log-softmax inside
-    return nll.sum(), B * L
+    if given is None:
+        return nll.sum(), B * L
+    return nll.masked_fill(given, 0.0).sum(), (~given).sum()                       # response + pad terms only
 
 
 def posterior(p, zt, alpha_t, alpha_s):

@@ -54,16 +54,20 @@ def _masked_nll(logits, targets, is_masked):
     return F.cross_entropy(logits.flatten(0, 1), ignored.flatten(), reduction='none').view(targets.shape)
 
 
-def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
-    """Diffusion part (spec §4.2-4.3) on x0 (n, L) -> summed per-token loss (scalar)."""
+def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0, given=None):
+    """Diffusion part (spec §4.2-4.3) on x0 (n, L) -> summed per-token loss (scalar). given (n, L) bool or None:
+    those positions are never masked and are sorted first, before the clean response tokens."""
     n, L = x0.shape
     mask_id = model.cfg.mask_id
     # t: stratified over the n K diffusion rows of the global batch (the paper: floor(global_batch * batch_split))
     t = noise.sample_t(n, *strata, generator=generator, device=x0.device)      # (n,)
     alpha_t = noise.alpha(t, alpha0)[:, None]                                   # (n, 1)
-    zt = mdlm.corrupt(x0, alpha_t, mask_id, generator)                          # (n, L) MDLM masking
-    # clean first, random order inside each group: key = 1[masked] + 0.9 U (spec §4.2, §9.11)
+    zt = mdlm.corrupt(x0, alpha_t, mask_id, generator, given)                   # (n, L) MDLM masking
+    # clean first, random order inside each group: key = 1[masked] + 0.9 U (spec §4.2, §9.11); given positions
+    # get key - 1 < 0, so they come before the clean response tokens (the same U draws either way)
     key = (zt == mask_id).float() + 0.9 * noise.uniform(zt.shape, x0.device, generator)
+    if given is not None:
+        key = key - given.float()
     sort_idx = key.argsort(dim=1)                                               # (n, L) original position per slot
     zt, x0 = zt.gather(1, sort_idx), x0.gather(1, sort_idx)                     # sorted coordinates
     logits = model(zt, attn='causal', pos=sort_idx)                             # (n, L, V)
@@ -73,16 +77,21 @@ def _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0):
     return (mdlm.nelbo_weight(t, alpha0)[:, None] * nll).sum()                  # weight alpha0(1-eps)/(1-alpha_t)
 
 
-def _sequential_nll(model, x0, alpha0, generator=None):
+def _sequential_nll(model, x0, alpha0, generator=None, given=None):
     """Sequential part (spec §4.4) on x0 (n, L) -> summed -log p(x0) at the slots masked in z0 (scalar).
-    Needs no t; at alpha0 = 0 every token is masked, the order is the identity, and this is the exact L-token NLL."""
+    Needs no t; at alpha0 = 0 every token is masked, the order is the identity, and this is the exact L-token NLL.
+    given (n, L) bool or None: never masked in z0, sorted first (before the clean response tokens)."""
     n, L = x0.shape
     mask_id = model.cfg.mask_id
-    z0 = mdlm.corrupt(x0, alpha0, mask_id, generator)                           # (n, L)
+    z0 = mdlm.corrupt(x0, alpha0, mask_id, generator, given)                    # (n, L)
     masked = z0 == mask_id
-    # clean first in random order, then the masks left to right (key in [1, 2) increasing with position)
+    # clean first in random order, then the masks left to right (key in [1, 2) increasing with position); given
+    # positions first of all (key in [-1, -0.1))
     ramp = torch.arange(L, device=x0.device) / L
-    key = torch.where(masked, 1 + ramp, 0.9 * noise.uniform(z0.shape, x0.device, generator))
+    clean_key = 0.9 * noise.uniform(z0.shape, x0.device, generator)
+    if given is not None:
+        clean_key = clean_key - given.float()
+    key = torch.where(masked, 1 + ramp, clean_key)
     sort_idx = key.argsort(dim=1)                                               # (n, L)
     z0, x0 = z0.gather(1, sort_idx), x0.gather(1, sort_idx)
     inp = torch.cat([z0, x0], dim=1)                                            # (n, 2L): [z0 ; x0]
@@ -91,7 +100,8 @@ def _sequential_nll(model, x0, alpha0, generator=None):
     return _masked_nll(logits, x0, z0 == mask_id).sum()
 
 
-def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_var', alpha0=1.0, batch_split=1.0):
+def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_var', alpha0=1.0, batch_split=1.0,
+         given=None):
     """Eso-LM loss (spec §4.1-4.4): x0 (B, L) -> (nll_sum, n_tokens).
 
     The first floor(batch_split B) rows go to the diffusion part, the rest to the sequential part. alpha0 = 1 puts
@@ -101,8 +111,21 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_va
     (that per-token loss * diff_tokens, diff_tokens), so nll_sum / n_tokens is the total per-token loss and the
     token count is the diffusion one. A torch.Generator `generator` is used only for the t draws (masks and orders
     come from the global RNG); a noise.RowNoise (evaluation) gives every row its own t, masks and order.
+
+    given: None or (B, L) bool, True = a given (prompt) position (conditional training, sft.md §2). Given positions
+    are never masked, hence never scored, and come FIRST in the clean-first order of both parts (before the clean
+    response tokens, in random order among themselves), so every response token attends to the whole prompt.
+    - diffusion part: response positions are masked with probability 1 - alpha_t and scored as usual;
+    - sequential part (alpha0 < 1): z0 masks response positions only, each with probability 1 - alpha0; the order
+      is [prompt ; clean response tokens (random order) ; masked response tokens left to right], and the masked
+      ones are scored. At alpha0 = 0 every response token is masked: the loss is then exactly the AR NLL of the
+      response given the prompt, left to right (the response's first token is scored too: it sees the prompt).
+    Token counts (and so the normalisation of each part) are the not-given positions: response + EOS padding
+    ("token" normalisation); n_tokens is then a (0-d, long) tensor. given=None (or all False) returns exactly the
+    unconditional loss, with the same random draws.
     """
     _check_options(loss_type, alpha0, batch_split)
+    given = noise.given_mask(given, x0)
     B, L = x0.shape
     if alpha0 == 1.0:
         n_diff = B
@@ -114,14 +137,23 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_va
             raise ValueError(f"alpha0 = {alpha0} needs both a diffusion and a sequential sub-batch, but batch_split = "
                              f"{batch_split} of {B} rows gives {n_diff} diffusion rows: pick batch_split in (0, 1) "
                              f"with 0 < floor(batch_split * B) < B")
+    g_diff = g_seq = None if given is None else given                           # (rows, L) per part, below
     if n_diff == B:
-        return _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0), B * L
+        n_tokens = B * L if given is None else (~given).sum()
+        return _diffusion_nll(model, x0, train, strata, generator, loss_type, alpha0, g_diff), n_tokens
     if n_diff == 0:
-        return _sequential_nll(model, x0, alpha0, generator), B * L
-    diff_tokens, seq_tokens = n_diff * L, (B - n_diff) * L
-    g_diff, g_seq = noise.split_rows(generator, n_diff)        # evaluation: every row keeps its own noise stream
-    per_token = (_diffusion_nll(model, x0[:n_diff], train, strata, g_diff, loss_type, alpha0) / diff_tokens
-                 + _sequential_nll(model, x0[n_diff:], alpha0, g_seq) / seq_tokens)
+        n_tokens = B * L if given is None else (~given).sum()
+        return _sequential_nll(model, x0, alpha0, generator, g_seq), n_tokens
+    if given is None:
+        diff_tokens, seq_tokens = n_diff * L, (B - n_diff) * L
+    else:
+        g_diff, g_seq = given[:n_diff], given[n_diff:]
+        # a part whose rows are all given scores nothing: its sum is 0, divided by 1 instead of 0
+        diff_tokens, seq_tokens = (~g_diff).sum(), (~g_seq).sum().clamp(min=1)
+    r_diff, r_seq = noise.split_rows(generator, n_diff)        # evaluation: every row keeps its own noise stream
+    per_token = (_diffusion_nll(model, x0[:n_diff], train, strata, r_diff, loss_type, alpha0, g_diff)
+                 / (diff_tokens if given is None else diff_tokens.clamp(min=1))
+                 + _sequential_nll(model, x0[n_diff:], alpha0, r_seq, g_seq) / seq_tokens)
     return per_token * diff_tokens, diff_tokens
 
 

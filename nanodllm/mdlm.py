@@ -21,13 +21,17 @@ LOSS_TYPES = ('low_var', 'elbo')
 NOISE_REMOVALS = ('ancestral', 'greedy', 'none')
 
 
-def corrupt(x0, alpha_t, mask_id, generator=None):
+def corrupt(x0, alpha_t, mask_id, generator=None, given=None):
     """Absorbing forward process q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) onehot(m) (spec §2.1).
 
     x0 (B, L) long, alpha_t (B, 1): one t per sequence -> xt (B, L), each token independently replaced by the mask
     id with probability 1 - alpha_t. Draws from the global RNG, or per row from a noise.RowNoise `generator`.
+    given: None or (B, L) bool: those positions stay clean (the uniform draws are made for every position all the
+    same, so the random stream does not depend on `given`).
     """
     masked = noise.uniform(x0.shape, x0.device, generator) < 1 - alpha_t            # (B, L) bool
+    if given is not None:
+        masked = masked & ~given                                                     # prompt positions stay clean
     return x0.masked_fill(masked, mask_id)
 
 
@@ -36,15 +40,16 @@ def nelbo_weight(t, alpha0=1.0):
     return -noise.dalpha(t, alpha0) / (1 - noise.alpha(t, alpha0))
 
 
-def nll_per_token(model, x0, t, elbo=True, generator=None):
+def nll_per_token(model, x0, t, elbo=True, generator=None, given=None):
     """Per-token loss (B, L) and the noisy input xt (B, L) for clean x0 (B, L) at times t (B,) (spec §2.2).
 
     l_i = -log p_theta(x0_i | xt) at masked positions and exactly 0 at unmasked ones (carry-over); with elbo=True
-    it is multiplied by the NELBO weight 1/t, otherwise it is the low-variance cross-entropy.
+    it is multiplied by the NELBO weight 1/t, otherwise it is the low-variance cross-entropy. Positions marked in
+    `given` (B, L) bool are never masked, so their term is exactly 0 by the same carry-over rule.
     """
     mask_id = model.cfg.mask_id
     alpha_t = noise.alpha(t)[:, None]                                                # (B, 1)
-    xt = corrupt(x0, alpha_t, mask_id, generator)                                    # (B, L)
+    xt = corrupt(x0, alpha_t, mask_id, generator, given)                             # (B, L)
     logits = model(xt, attn='full')                                                  # (B, L, V) fp32, mask = -1e6
     ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction='none').view(x0.shape)  # (B, L)
     nll = torch.where(xt == mask_id, ce, torch.zeros_like(ce))                       # carry-over: unmasked -> 0
@@ -53,20 +58,27 @@ def nll_per_token(model, x0, t, elbo=True, generator=None):
     return nll, xt
 
 
-def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_var'):
-    """x0 (B, L) -> (sum of the per-token loss over all B L positions, B L) (spec §2.2, §7.1).
+def loss(model, x0, train=True, strata=(0, 1), generator=None, loss_type='low_var', given=None):
+    """x0 (B, L) -> (sum of the per-token loss over all B L positions, B L) (spec §2.2, §7.1); with `given`, over
+    the not-given positions (the given ones contribute exactly 0).
 
     train=True uses `loss_type`: 'low_var' drops the NELBO weight (the paper's cheaper training objective), 'elbo'
     keeps it. train=False (evaluation) is always the NELBO. Both are normalised by all B L tokens, not by the masked
     ones (spec §9.4), so a low-var training loss sits near half the NELBO and is not a perplexity.
     t is antithetic over the global batch: this micro-batch is slice `strata` = (k, K) (spec §0.3).
+    given: None or (B, L) bool, True = a given (prompt) position (conditional training, sft.md §2): it is never
+      masked (each response position is masked with probability 1 - alpha_t, the same t per row), so it is never
+      scored and stays visible to the bidirectional attention; the weight is the same (NELBO 1/t, or low-var).
+      n_tokens is then a (0-d, long) tensor: the number of not-given positions (response + EOS padding, "token"
+      normalisation). given=None (or all False) returns exactly the unconditional loss, with the same random draws.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    given = noise.given_mask(given, x0)
     B, L = x0.shape
     t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
-    nll, _ = nll_per_token(model, x0, t, elbo=(not train or loss_type == 'elbo'), generator=generator)
-    return nll.sum(), B * L
+    nll, _ = nll_per_token(model, x0, t, elbo=(not train or loss_type == 'elbo'), generator=generator, given=given)
+    return nll.sum(), B * L if given is None else (~given).sum()
 
 
 def _probs(model, x, temperature, top_p):

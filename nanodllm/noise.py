@@ -93,6 +93,17 @@ def randint(high, shape, device, generator=None):
     return torch.randint(0, high, shape, device=device)
 
 
+def given_mask(given, x0):
+    """Check a loss's `given` argument -> None or a (B, L) bool tensor on x0's device, True = a given (prompt)
+    position: clean, never corrupted, never scored, visible to attention (the conditional losses of every family)."""
+    if given is None:
+        return None
+    if not torch.is_tensor(given) or given.dtype != torch.bool or given.shape != x0.shape:
+        raise ValueError(f"given must be a bool tensor of x0's shape {tuple(x0.shape)} (True = prompt position), "
+                         f"got {getattr(given, 'dtype', type(given).__name__)} {tuple(getattr(given, 'shape', ()))}")
+    return given.to(x0.device)
+
+
 def sample_t(n, k=0, K=1, generator=None, device='cpu'):
     """Antithetic t for rows [k n, (k + 1) n) of a global batch of n K rows -> (n,) float32 in [1e-3, 1].
 
