@@ -167,7 +167,11 @@ def probs_from_logits(logits, temperature=1.0, top_p=1.0):
     """Model logits (..., V) -> float64 sampling probabilities with temperature and top-p.
 
     The mask logit (-1e6) becomes -inf before the temperature, so its probability is exactly 0 at any temperature.
+    temperature=0 is greedy: p is the one-hot of the argmax (the first one on a tie), and every draw from it (the
+    exponential race, or a posterior built on it) returns that token.
     """
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).double()
     logits = logits.double().masked_fill(logits <= NEG_INF, float('-inf')) / max(temperature, 1e-8)
     return top_p_filter(logits, top_p).softmax(dim=-1)
 
