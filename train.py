@@ -358,8 +358,8 @@ if resumed:
 if meta.get('kind') == 'records':
     run.log(records.summary(meta) + "; loss per response + pad token, the prompt given")
 if init_info and not args.resume:
-    run.log(f"initialised from {init_info['path']} (step {init_info['step']}, val {init_info['val_loss']}): "
-            f"fresh optimizer and schedule")
+    run.log(f"initialised from {init_info['path']} (step {init_info['step']}, val {init_info['val_loss'] or 0:.4f}):"
+            f" fresh optimizer and schedule")
 
 # -----------------------------------------------------------------------------
 # training loop: only log steps, evaluations and checkpoints make the host wait for the GPU (nanodllm/loop.py)
