@@ -79,7 +79,8 @@ tokenizer = data.get_tokenizer(ckpt['tokenizer'])
 mask_id = model.cfg.mask_id
 length = args.length or model.cfg.seq_len
 
-# the prompt: AR starts from BOS; diffusion families from nothing (all noise)
+# the prompt: AR starts from BOS (not in the prompt/response form of a records checkpoint); diffusion families from
+# nothing (all noise); --infill: the template is the row
 try:
     ids = tokenizer.encode(args.prompt) if args.prompt else []
 except (UnicodeError, ValueError) as e:  # e.g. bytes that are not UTF-8 on the command line
