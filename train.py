@@ -93,7 +93,8 @@ fast.add_argument('--curriculum-steps', nargs=2, type=cli.integer(min=0), metava
 fast.add_argument('--curriculum-tau', nargs=2, type=cli.number(), metavar=('LOG10_START', 'LOG10_END'),
                   help='log10 tau at START and END (default -1 -2)')
 fast.add_argument('--gamma', nargs=2, type=cli.number(), metavar=('MIN', 'MAX'),
-                  help='log-SNR range of the Gaussian latent (default: curriculum -3.5 -1.75, DCD -4 -1)')
+                  help="log-SNR range of the Gaussian latent (default: the authors' curriculum -3.5 -1.75 and DCD -4 -1 "
+                       "for GPT-2's vocabulary, carried to this one's: the same alpha range)")
 fast.add_argument('--distill-from', metavar='CKPT', help='duo: distil this Duo checkpoint (DCD); the student starts '
                   'from it, the teacher is its copy refreshed every --distill-every steps')
 fast.add_argument('--distill-every', type=cli.integer(min=1), help='K: steps per round (default: the run / 5)')
@@ -205,7 +206,8 @@ if max_steps < 1:
 objective = None  # the training loss per step: family.loss, unless Duo trains on the curriculum or distils (DCD)
 try:
     if args.curriculum:  # nanodllm/curriculum.py
-        objective = curriculum.Curriculum(max_steps, args.curriculum_steps, args.curriculum_tau, args.gamma)
+        objective = curriculum.Curriculum(max_steps, cfg.vocab_size, args.curriculum_steps, args.curriculum_tau,
+                                          args.gamma)
     if args.distill_from:  # the student starts from the Duo checkpoint; the teacher is its copy (nanodllm/distill.py)
         distill.load_student(args.distill_from, raw_model, args.family, args.tokenizer, asdict(cfg))
         objective = distill.Distiller(raw_model, args.out_dir, args.distill_every or max(1, max_steps // 5),

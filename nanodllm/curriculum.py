@@ -9,6 +9,8 @@ uniform-state latent z = argmax(w): P(z = x0) = I(gamma), and any other id equal
   V = 50258, cached in memory: nothing is written to disk); `lookup` clips gamma to the grid's range and
   interpolates linearly (the authors round to the nearest of 10^5 points; on our 10^4 points the linear
   interpolation is exact to ~1e-8, tests/test_curriculum.py);
+- `matched_gamma_range`: the authors' gamma ranges are for GPT-2's vocabulary; for another V, train.py's default
+  range gives the same alpha range (alpha depends on V: a deviation from taking their numbers literally);
 - `schedule`: t -> gamma_t = gamma_min + t (gamma_max - gamma_min) -> alpha_t, dalpha_t/dt and sigma_t. dalpha_t is
   EXACT (the tabulated dI/dgamma, the authors' `grad_pt`), not their forward difference
   (gamma_max - gamma_min) 1000 (T(gamma + 1e-3) - T(gamma)) (which differs from it by O(1e-3) relative);
@@ -25,7 +27,8 @@ import torch
 
 from . import duo, noise
 
-GAMMA_RANGE = (-3.5, -1.75)   # duo.yaml's gamma_min, gamma_max (LM1B; OWT: -3.55, -1.85)
+GAMMA_RANGE = (-3.5, -1.75)   # duo.yaml's gamma_min, gamma_max (LM1B; OWT: -3.55, -1.85) ...
+V_AUTHORS = 50258             # ... for a vocabulary of GPT-2's size (matched_gamma_range carries them to another V)
 TAU_LOG10 = (-1.0, -2.0)      # duo.yaml: log10 tau from -1 to -2 ...
 STEPS_FRACTION = (0.1, 0.2)   # ... over steps 100k -> 200k of its 1M-step runs: 10% and 20% of the run here
 GRID_POINTS = 10_001          # gamma grid of the table
@@ -76,6 +79,28 @@ def lookup(tab, gamma):
 def transform(I, V):
     """The Diffusion Transformation operator: T = (V I - 1) / (V - 1), Duo's alpha for P(argmax w = x0) = I."""
     return (V * I - 1) / (V - 1)
+
+
+@functools.lru_cache(maxsize=16)
+def matched_gamma_range(V, gamma_range=GAMMA_RANGE, V_ref=V_AUTHORS):
+    """The gamma range that gives a vocabulary of V ids the same alpha range as `gamma_range` gives V_ref ids:
+    alpha = T_V(gamma) is vocabulary-dependent (V = 257: the authors' [-3.5, -1.75] covers only alpha in
+    [0.34, 0.996], never the noisy end), so train.py's default is (T_V)^-1(T_Vref(gamma_authors)), by bisection.
+    With V = V_ref it returns gamma_range itself."""
+    if V == V_ref:
+        return tuple(gamma_range)
+    out = []
+    for g in gamma_range:
+        target = transform(integral(torch.tensor(float(g)), V_ref)[0], V_ref).item()
+        lo, hi = -20.0, 10.0                                                        # T_V(lo) ~ 1 > target > T_V(hi)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if transform(integral(torch.tensor(mid), V)[0], V).item() > target:
+                lo = mid
+            else:
+                hi = mid
+        out.append(round((lo + hi) / 2, 6))
+    return tuple(out)
 
 
 def schedule(t, V, gamma_range=GAMMA_RANGE):
@@ -143,12 +168,12 @@ def loss(model, x0, train=True, strata=(0, 1), generator=None, given=None, tau_i
 class Curriculum:
     """train.py's objective for `--curriculum`: `loss_at(step)` is a loss with duo.loss's signature."""
 
-    def __init__(self, max_steps, steps=None, tau_log10=None, gamma_range=None):
+    def __init__(self, max_steps, V, steps=None, tau_log10=None, gamma_range=None):
         self.start, self.end = steps or [round(f * max_steps) for f in STEPS_FRACTION]
         if not 0 <= self.start <= self.end:
             raise ValueError(f"--curriculum-steps {self.start} {self.end}: need 0 <= START <= END")
         self.tau_log10 = tuple(tau_log10 or TAU_LOG10)
-        self.gamma_range = tuple(gamma_range or GAMMA_RANGE)
+        self.gamma_range = tuple(gamma_range or matched_gamma_range(V))
         if not self.gamma_range[0] < self.gamma_range[1]:
             raise ValueError(f"--gamma {self.gamma_range[0]:g} {self.gamma_range[1]:g}: need MIN < MAX")
 

@@ -16,7 +16,8 @@ What this module owns:
   model after round n - 1; round 0 = the base model). `--resume` mid-round loads that file, so the continuation is
   bit-exact (tests/test_distill.py); a resume at a refresh step takes the teacher from the student, as always.
 Time (spec §0.3, §3.6): t antithetic, discretised to {1/T, ..., 1}, then t <- min(t + dt, 1), s = t - dt; gamma
-linear in t on [-4, -1]; alpha = T(gamma) is used only for sigma = -log alpha. The teacher has no dropout (the
+linear in t on the authors' [-4, -1] for GPT-2's vocabulary, or the range with the same alpha range for another V
+(curriculum.matched_gamma_range: alpha in [0.006, 0.9987]); alpha = T(gamma) is used only for sigma = -log alpha. The teacher has no dropout (the
 backbone has none; the authors' teacher runs with dropout 0.1 active).
 """
 import os
@@ -125,7 +126,8 @@ class Distiller:
     def __init__(self, student, out_dir, every, T=T_DEFAULT, direction='bwd', gamma_range=None, master=True,
                  meta=None):
         self.student, self.out_dir, self.every, self.T = student, out_dir, every, T
-        self.direction, self.gamma_range = direction, tuple(gamma_range or GAMMA_RANGE)
+        self.direction = direction
+        self.gamma_range = tuple(gamma_range or curriculum.matched_gamma_range(student.cfg.vocab_size, GAMMA_RANGE))
         self.master, self.meta = master, meta or {}   # meta: make_checkpoint's (cfg, args, tokenizer) for the files
         self.teacher = type(student)(student.cfg).to(next(student.parameters()).device).eval()
         self.teacher.requires_grad_(False)             # not in the optimizer, never updated by a backward

@@ -138,6 +138,18 @@ def test_curriculum_loss_is_the_duo_nelbo_when_the_latent_is_forced():
     assert n == 64 and torch.isfinite(nll) and nll > 0 and model.wte.weight.grad.abs().sum() > 0
 
 
+def test_matched_gamma_range_gives_the_authors_alpha_range_to_any_vocabulary():
+    assert curriculum.matched_gamma_range(50258) == curriculum.GAMMA_RANGE             # GPT-2's: theirs
+    for V, authors in [(257, curriculum.GAMMA_RANGE), (257, (-4.0, -1.0)), (11, curriculum.GAMMA_RANGE)]:
+        mine = curriculum.matched_gamma_range(V, authors)
+        alpha = lambda g, v: curriculum.transform(curriculum.integral(torch.tensor(g), v)[0], v)
+        assert torch.allclose(alpha(mine, V), alpha(authors, 50258), atol=1e-5), (V, mine)
+    lo, hi = curriculum.matched_gamma_range(257)
+    assert lo > curriculum.GAMMA_RANGE[0] and hi > curriculum.GAMMA_RANGE[1]  # fewer ids: more noise for one alpha
+    assert curriculum.Curriculum(100, 257).gamma_range == (lo, hi)
+    assert curriculum.Curriculum(100, 257, gamma_range=(-3, -2)).gamma_range == (-3, -2)
+
+
 def test_tau_schedule_values():
     start, end = 100, 200
     assert curriculum.tau_inverse(0, start, end) == pytest.approx(10.0)          # log10 tau = -1 before start
@@ -146,7 +158,7 @@ def test_tau_schedule_values():
     assert curriculum.tau_inverse(150, start, end) == pytest.approx(10 ** 1.5)   # half-way: log10 tau = -1.5
     assert curriculum.tau_inverse(199, start, end) == pytest.approx(10 ** 1.99)
     assert curriculum.tau_inverse(200, start, end) == pytest.approx(1e10)        # step == end: one-hot
-    c = curriculum.Curriculum(1000)                                               # the authors' 10%, 20%
+    c = curriculum.Curriculum(1000, 257)                                          # the authors' 10%, 20%
     assert (c.start, c.end) == (100, 200)
     assert c.loss_at(200).keywords['tau_inv'] == pytest.approx(1e10) and c.loss_at(201) is duo.loss
 
