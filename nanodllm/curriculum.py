@@ -57,13 +57,18 @@ def integral(gamma, V):
     return torch.cat(I).reshape(gamma.shape), torch.cat(dI).reshape(gamma.shape)
 
 
-@functools.lru_cache(maxsize=8)
+_TABLES = {}  # (V, gamma_min, gamma_max, n) -> table: computed once per process
+
+
 def table(V, gamma_min, gamma_max, n=GRID_POINTS):
     """(gamma grid (n,), I (n,), dI/dgamma (n,)) float64 on linspace(gamma_min, gamma_max, n), once per setting."""
-    if not gamma_min < gamma_max:
-        raise ValueError(f"the gamma range needs gamma_min < gamma_max, got [{gamma_min}, {gamma_max}]")
-    grid = torch.linspace(gamma_min, gamma_max, n, dtype=torch.float64)
-    return (grid, *integral(grid, V))
+    key = (V, float(gamma_min), float(gamma_max), n)
+    if key not in _TABLES:
+        if not gamma_min < gamma_max:
+            raise ValueError(f"the gamma range needs gamma_min < gamma_max, got [{gamma_min}, {gamma_max}]")
+        grid = torch.linspace(gamma_min, gamma_max, n, dtype=torch.float64)
+        _TABLES[key] = (grid, *integral(grid, V))
+    return _TABLES[key]
 
 
 def lookup(tab, gamma):
@@ -81,7 +86,6 @@ def transform(I, V):
     return (V * I - 1) / (V - 1)
 
 
-@functools.lru_cache(maxsize=16)
 def matched_gamma_range(V, gamma_range=GAMMA_RANGE, V_ref=V_AUTHORS):
     """The gamma range that gives a vocabulary of V ids the same alpha range as `gamma_range` gives V_ref ids:
     alpha = T_V(gamma) is vocabulary-dependent (V = 257: the authors' [-3.5, -1.75] covers only alpha in
