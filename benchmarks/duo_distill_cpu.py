@@ -30,8 +30,8 @@ p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--judge', required=True)
 p.add_argument('--dcd', required=True, help='the out-dir of train.py --distill-from')
 p.add_argument('--mdlm', help='an MDLM checkpoint of the same budget, sampled at --steps')
-p.add_argument('--plain', help='out-dir of the Duo run without the curriculum (for the summary)')
-p.add_argument('--curriculum', help='out-dir of the Duo run with --curriculum, the same FLOPs (for the summary)')
+p.add_argument('--plain', help='out-dirs (comma-separated, one per seed) of Duo runs without the curriculum')
+p.add_argument('--curriculum', help='out-dirs (comma-separated) of Duo runs with --curriculum, the same FLOPs')
 p.add_argument('--steps', default='4,8,16,32')
 p.add_argument('--base-steps', type=int, default=256)
 p.add_argument('--num-samples', type=int, default=64)
@@ -76,11 +76,19 @@ for label, rnd, path, s, tail in settings:
               f"NFE {row['nfe']:.0f}", flush=True)
     rows.append(cache[key])
 
-# the table, the summary, the plot
+# the table, the summary, the plot; the judge's scale: real held-out text and the same bytes shuffled
+ref_path = os.path.join(a.out, 'reference.json')
+if not os.path.exists(ref_path):
+    ckpt0 = torch.load(files[0], weights_only=True, map_location='cpu')
+    json.dump(evaluate.reference(judge, ckpt0['args']['data'], ckpt0['tokenizer'], a.num_samples, rows[0]['length'],
+                                 a.seed), open(ref_path, 'w'), indent=1)
+ref = json.load(open(ref_path))
 base256 = {t: cache[('base', a.base_steps, t)]['gen_ppl'] for t in ('ancestral', 'greedy')}
 lines = [f"Judge: {judge.name}. {a.num_samples} samples of {rows[0]['length']} tokens per setting, seed {a.seed}. "
          f"Base Duo at {a.base_steps} steps: gen PPL {base256['ancestral']:.2f} (ancestral), "
-         f"{base256['greedy']:.2f} (greedy tail).", '',
+         f"{base256['greedy']:.2f} (greedy tail). The judge on {ref['n']} blocks of real held-out text: gen PPL "
+         f"{ref['real_ppl']:.2f} (entropy {ref['real_entropy']:.3f}); the same bytes shuffled: "
+         f"{ref['shuffled_ppl']:.2f}.", '',
          '| model | tail | ' + ' | '.join(f'T={s}' for s in steps) + ' |', '|---|---|' + '---|' * len(steps)]
 match = {}
 for label, rnd, _ in models + ([('MDLM', None, None)] if a.mdlm else []):
@@ -96,11 +104,14 @@ lines += ['', 'Cells: gen PPL (entropy). MDLM at '
 lines += [f"- {k}: {v if v else 'none'}" for k, v in match.items()]
 
 summary = dict(judge=judge.name, num_samples=a.num_samples, seed=a.seed, base_steps=a.base_steps,
-               base_gen_ppl=base256, steps_to_match_base=match)
-for name, d in (('dcd', a.dcd), ('plain', a.plain), ('curriculum', a.curriculum)):
-    if d and os.path.exists(os.path.join(d, 'results.json')):
-        res = json.load(open(os.path.join(d, 'results.json')))
-        summary[name] = {k: res[k] for k in ('val_loss', 'step', 'tokens', 'train_flops', 'seconds', 'flops_per_token')}
+               base_gen_ppl=base256, steps_to_match_base=match, reference=ref)
+keys = ('val_loss', 'step', 'tokens', 'train_flops', 'seconds', 'flops_per_token', 'args')
+summary['dcd'] = {k: v for k, v in json.load(open(os.path.join(a.dcd, 'results.json'))).items() if k in keys}
+for name, dirs in (('plain', a.plain), ('curriculum', a.curriculum)):  # comma-separated out-dirs, one per seed
+    for d in (dirs or '').split(','):
+        if d and os.path.exists(os.path.join(d, 'results.json')):
+            res = json.load(open(os.path.join(d, 'results.json')))
+            summary.setdefault(name, []).append(dict({k: res[k] for k in keys}, dir=d))
 if 'dcd' in summary:  # a DCD step runs the student forward and backward (3 F) and the teacher forward (F)
     summary['dcd']['train_flops_with_teacher'] = summary['dcd']['train_flops'] * 4 / 3
     base_dir = os.path.dirname(os.path.abspath(json.load(open(os.path.join(a.dcd, 'results.json')))['args']
@@ -112,8 +123,11 @@ if 'dcd' in summary:  # a DCD step runs the student forward and backward (3 F) a
               f" (student 3F + teacher F per token) = {100 * summary['dcd']['fraction_of_base_flops']:.0f}% of the "
               f"base. Validation NELBO: base {res['val_loss']:.4f}, after DCD {summary['dcd']['val_loss']:.4f}."]
 if 'plain' in summary and 'curriculum' in summary:
-    lines += ['', f"Curriculum at equal training FLOPs ({summary['plain']['train_flops']:.3g}): validation NELBO "
-              f"{summary['curriculum']['val_loss']:.4f} with, {summary['plain']['val_loss']:.4f} without (1 seed each)."]
+    def seeds(runs):
+        v = [r['val_loss'] for r in runs]
+        return (', '.join(f"{x:.4f} (seed {r['args']['seed']})" for x, r in zip(v, runs)) + f"; mean {sum(v) / len(v):.4f}")
+    lines += ['', f"Curriculum at equal training FLOPs ({summary['plain'][0]['train_flops']:.3g} each): validation NELBO "
+              f"with {seeds(summary['curriculum'])}; without {seeds(summary['plain'])}."]
 open(os.path.join(a.out, 'table.md'), 'w').write('\n'.join(lines) + '\n')
 json.dump(summary, open(os.path.join(a.out, 'summary.json'), 'w'), indent=1)
 
