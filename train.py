@@ -93,8 +93,8 @@ fast.add_argument('--curriculum-steps', nargs=2, type=cli.integer(min=0), metava
 fast.add_argument('--curriculum-tau', nargs=2, type=cli.number(), metavar=('LOG10_START', 'LOG10_END'),
                   help='log10 tau at START and END (default -1 -2)')
 fast.add_argument('--gamma', nargs=2, type=cli.number(), metavar=('MIN', 'MAX'),
-                  help="log-SNR range of the Gaussian latent (default: the authors' curriculum -3.5 -1.75 and DCD -4 -1 "
-                       "for GPT-2's vocabulary, carried to this one's: the same alpha range)")
+                  help="log-SNR range of the Gaussian latent (default: the authors' curriculum -3.5 -1.75 and DCD "
+                       "-4 -1 for GPT-2's vocabulary, carried to this one's: the same alpha range)")
 fast.add_argument('--distill-from', metavar='CKPT', help='duo: distil this Duo checkpoint (DCD); the student starts '
                   'from it, the teacher is its copy refreshed every --distill-every steps')
 fast.add_argument('--distill-every', type=cli.integer(min=1), help='K: steps per round (default: the run / 5)')

@@ -125,9 +125,10 @@ if 'dcd' in summary:  # a DCD step runs the student forward and backward (3 F) a
 if 'plain' in summary and 'curriculum' in summary:
     def seeds(runs):
         v = [r['val_loss'] for r in runs]
-        return (', '.join(f"{x:.4f} (seed {r['args']['seed']})" for x, r in zip(v, runs)) + f"; mean {sum(v) / len(v):.4f}")
-    lines += ['', f"Curriculum at equal training FLOPs ({summary['plain'][0]['train_flops']:.3g} each): validation NELBO "
-              f"with {seeds(summary['curriculum'])}; without {seeds(summary['plain'])}."]
+        return (', '.join(f"{x:.4f} (seed {r['args']['seed']})" for x, r in zip(v, runs))
+                + f"; mean {sum(v) / len(v):.4f}")
+    lines += ['', f"Curriculum at equal training FLOPs ({summary['plain'][0]['train_flops']:.3g} each): validation "
+              f"NELBO with {seeds(summary['curriculum'])}; without {seeds(summary['plain'])}."]
 open(os.path.join(a.out, 'table.md'), 'w').write('\n'.join(lines) + '\n')
 json.dump(summary, open(os.path.join(a.out, 'summary.json'), 'w'), indent=1)
 

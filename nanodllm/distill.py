@@ -17,8 +17,8 @@ What this module owns:
   bit-exact (tests/test_distill.py); a resume at a refresh step takes the teacher from the student, as always.
 Time (spec §0.3, §3.6): t antithetic, discretised to {1/T, ..., 1}, then t <- min(t + dt, 1), s = t - dt; gamma
 linear in t on the authors' [-4, -1] for GPT-2's vocabulary, or the range with the same alpha range for another V
-(curriculum.matched_gamma_range: alpha in [0.006, 0.9987]); alpha = T(gamma) is used only for sigma = -log alpha. The teacher has no dropout (the
-backbone has none; the authors' teacher runs with dropout 0.1 active).
+(curriculum.matched_gamma_range: alpha in [0.006, 0.9987]); alpha = T(gamma) is used only for sigma = -log alpha.
+The teacher has no dropout (the backbone has none; the authors' teacher runs with dropout 0.1 active).
 """
 import os
 
@@ -59,7 +59,8 @@ def gap(step, every, T):
 
 
 def sample_times(n, dt, T, strata=(0, 1), generator=None):
-    """(t, s) (n,) float64: antithetic t (noise.sample_t), discretised to {1/T, ..., 1}, t <- min(t + dt, 1), s = t - dt."""
+    """(t, s) (n,) float64: antithetic t (noise.sample_t), discretised to {1/T, ..., 1}, t <- min(t + dt, 1),
+    s = t - dt."""
     t = noise.sample_t(n, *strata, generator=generator).double()
     t = torch.floor(t * T) / T + 1 / T
     t = (t + dt).clamp(0, 1)

@@ -275,7 +275,8 @@ class Model(nn.Module):
                 cache.modulation = {} if reuse else None                             # filled by the blocks
 
         soft = idx.is_floating_point()  # (B, T, V) probabilities: their average embedding (spec §3.5)
-        x = (idx.to(self.wte.weight.dtype) @ self.wte.weight if soft else self.wte(idx)).float()  # (B, T, d) the residual stream is fp32 (a no-op unless FSDP gathers bf16 weights)
+        # (B, T, d) the residual stream is fp32 (a no-op unless FSDP gathers bf16 weights)
+        x = (idx.to(self.wte.weight.dtype) @ self.wte.weight if soft else self.wte(idx)).float()
         recompute = self.activation_checkpointing and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.blocks):
             if recompute:  # same values and gradients, a block's activations held only while it is recomputed

@@ -148,7 +148,8 @@ def main(argv=None):
             (nll / cnt).backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
             opt.step()
-        print(f"round {r}: dt = {dt:.4f} (student on z_t learns the teacher on z_(t - dt)), last KL {nll.item() / cnt:.4f}")
+        print(f"round {r}: dt = {dt:.4f} (the student on z_t learns the teacher on z_(t - dt)), "
+              f"last KL {nll.item() / cnt:.4f}")
         measure(r + 1, student)
 
     fig, axes = lu.plt.subplots(1, 2, figsize=(11, 4), sharey=True)
