@@ -250,7 +250,7 @@ plan_kwargs = dict(family=args.family, options=options, nproc=world, fsdp=fsdp, 
                    activation_checkpointing=args.activation_checkpointing, curriculum=bool(args.curriculum))
 planned = memory.plan(cfg, micro_batch_size=micro, **plan_kwargs)  # bytes per GPU at the step's peak
 if args.curriculum and (warning := memory.fit_warning(cfg, free_memory(device), micro, **plan_kwargs)):
-    p.fail(warning.replace('warning: ', '') + " (with the curriculum's B x L x V latent)")
+    p.fail(warning.replace('warning: ', '').replace('GPU', 'device') + " (with the curriculum's B x L x V latent)")
 
 
 def get_lr(step):

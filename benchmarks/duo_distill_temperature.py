@@ -1,5 +1,5 @@
-"""The entropy control of benchmarks/duo_distill_cpu.sh: the base Duo at 256 steps at temperatures 0.9 and 0.8 (lower
-entropy), to read the distilled greedy tail's gen PPL against the base's at a similar entropy."""
+"""The entropy control of benchmarks/duo_distill_cpu.sh: the base Duo (ancestral) at lower temperatures, at 256 steps
+(0.9, 0.8) and at 4, 8, 16 steps (0.9): the distilled model's gen PPL read against the base's at a similar entropy."""
 import json, sys, torch
 sys.path.insert(0, '.')
 from nanodllm import evaluate
@@ -8,8 +8,9 @@ torch.set_num_threads(1)
 judge = evaluate.load_judge('runs/dd/judge/ckpt.pt')
 model, ckpt = load_checkpoint('runs/dd/dcd/teacher-round0.pt')
 with open('benchmarks/results/duo_distill_cpu/temperature_control.jsonl', 'w') as f:
-    for temp in (0.9, 0.8):
-        r = evaluate.evaluate_setting(model, ckpt, judge, 64, 128, 256, temperature=temp, seed=0, noise_removal='ancestral')
+    for steps, temp in ((256, 0.9), (256, 0.8), (8, 0.9), (16, 0.9), (4, 0.9)):
+        r = evaluate.evaluate_setting(model, ckpt, judge, 64, 128, steps, temperature=temp, seed=0,
+                                      noise_removal='ancestral')
         r.update(label='base', tail='ancestral', ckpt='runs/dd/dcd/teacher-round0.pt')
         f.write(json.dumps(r) + '\n'); f.flush()
-        print(temp, r['gen_ppl'], r['entropy'], flush=True)
+        print(steps, temp, r['gen_ppl'], r['entropy'], flush=True)

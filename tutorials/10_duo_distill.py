@@ -129,14 +129,15 @@ def main(argv=None):
         model.eval()
         for tail in ('ancestral', 'greedy'):
             results[(r, tail)] = [quality(model, judge, text, s, tail, n, L, args.seed) for s in steps_list]
-        print(f"  after {r} round(s): gen PPL at steps {steps_list}: ancestral "
-              + ' '.join(f"{q[0]:.1f}" for q in results[(r, 'ancestral')]) + " | greedy "
-              + ' '.join(f"{q[0]:.1f}" for q in results[(r, 'greedy')]))
+        print(f"  after {r} round(s): gen PPL (entropy) at steps {steps_list}: ancestral "
+              + ' '.join(f"{q[0]:.1f} ({q[1]:.2f})" for q in results[(r, 'ancestral')]) + " | greedy "
+              + ' '.join(f"{q[0]:.1f} ({q[1]:.2f})" for q in results[(r, 'greedy')]))
         model.train()
 
     measure(0, student)
-    base256 = quality(base.eval(), judge, text, 8 if args.quick else 256, 'ancestral', n, L, args.seed)[0]
-    print(f"  the base model at {8 if args.quick else 256} steps: gen PPL {base256:.1f}")
+    base256, base_entropy = quality(base.eval(), judge, text, 8 if args.quick else 256, 'ancestral', n, L, args.seed)
+    print(f"  the base model at {8 if args.quick else 256} steps: gen PPL {base256:.1f} (entropy {base_entropy:.2f}); "
+          f"real text: entropy {evaluate.unigram_entropy(text.val_batch(n, L)):.2f}")
     g = torch.Generator().manual_seed(args.seed)
     for r in range(rounds):
         teacher = copy.deepcopy(student).eval().requires_grad_(False)   # the refresh: teacher <- student
@@ -165,7 +166,7 @@ def main(argv=None):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel('gen PPL (AR judge trained here)')
     axes[1].legend(fontsize=8)
-    fig.suptitle('DCD: each round halves the steps a quality level needs (nano model, Shakespeare bytes)')
+    fig.suptitle('DCD: gen PPL against sampling steps after each round (nano model, Shakespeare bytes)')
     lu.savefig(fig, args, '10_rounds.png')
 
 
