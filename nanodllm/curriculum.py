@@ -109,9 +109,9 @@ def matched_gamma_range(V, gamma_range=GAMMA_RANGE, V_ref=V_AUTHORS):
 
 def schedule(t, V, gamma_range=GAMMA_RANGE):
     """t (B,) -> gamma_t, alpha_t = T(gamma_t), dalpha_t = d alpha_t / dt (exact), sigma_t = -log alpha_t; (B,) each,
-    gamma, alpha and dalpha in float64, sigma in float32."""
+    on the CPU (where the table is; callers move them), gamma, alpha and dalpha in float64, sigma in float32."""
     gamma_min, gamma_max = gamma_range
-    gamma = gamma_min + t.double() * (gamma_max - gamma_min)                        # (B,) linear in t
+    gamma = gamma_min + t.detach().double().cpu() * (gamma_max - gamma_min)         # (B,) linear in t
     I, dI = lookup(table(V, float(gamma_min), float(gamma_max)), gamma)
     alpha_t = transform(I, V)
     dalpha_t = V / (V - 1) * dI * (gamma_max - gamma_min)                           # chain rule, < 0
