@@ -20,6 +20,8 @@ tests/test_memory.py.
   tensors of its NELBO) and the V-wide temporaries alive at the step's peak (the logits and their gradients).
   Eso-LM's diffusion loss scores only masked positions: `mask_fraction` (default 1, the micro-batch with t near
   1) sets how many; its sequential part (alpha0 < 1) runs 2L tokens per row with a (2L, 2L) attention mask.
+- curriculum=True (Duo's Gumbel-softmax curriculum, spec §3.5): the B x L x V soft input, saved for the backward,
+  counted with the activations (the embedding's backward comes last).
 - total: the sum at the peak of the step, the largest of four candidates (`phase`: the loss in the forward, the
   start of the backward, a block's backward, the optimizer step); it is what torch.cuda.max_memory_allocated
   reports (eager mode; torch.compile fuses element-wise ops and usually saves less). `fits` adds what the
@@ -147,7 +149,7 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
 
 
 def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, options=None,
-                     dtype='bfloat16', activation_checkpointing=False, mask_fraction=1.0):
+                     dtype='bfloat16', activation_checkpointing=False, mask_fraction=1.0, curriculum=False):
     """Activation memory of one micro-batch, eager -> dict of bytes:
     saved: all the forward leaves for the backward, of which `blocks` (the blocks' share; checkpointed: their
       inputs) and `logits` (the loss's V-wide tensors);
@@ -182,6 +184,10 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
         waiting = sum(q['saved_rows'] for q in passes[:i]) * V * f + (f * param_numel(cfg, 'final') if i else 0)
         out['recompute'] = max(out['recompute'], (layer if activation_checkpointing else 0) + N * d * (f + 3 * a)
                                + waiting)
+    if curriculum:  # Duo's curriculum (spec §3.5): the soft input softmax(w / tau), B x L x V fp32, is saved for
+        # the embedding's backward (its matmul with wte); the latent w and w / tau come and go before the forward
+        latent = micro_batch_size * (seq_len or cfg.seq_len) * cfg.vocab_size * 4
+        out['saved'] += latent   # with the activations: held until the very end of the backward
     return {k: int(v) for k, v in out.items()}
 
 
@@ -208,7 +214,7 @@ def working_weight_bytes(cfg: ModelConfig, dtype='bfloat16', fsdp=False, activat
 
 
 def plan(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, options=None, nproc=1, fsdp=False,
-         activation_checkpointing=False, dtype='bfloat16', grad_accum=1, mask_fraction=1.0):
+         activation_checkpointing=False, dtype='bfloat16', grad_accum=1, mask_fraction=1.0, curriculum=False):
     """Bytes per GPU at the peak of one training step (see the module docstring) -> dict with parameters,
     gradients, optimizer, working_weights, activations, logits, total (their sum), and phase: where the peak is,
     'forward' (the loss), 'backward' (its start: the loss's gradients), 'block backward' (a block's backward,
@@ -219,7 +225,7 @@ def plan(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, option
     buckets, FSDP's shards and accumulated gradients are there all the time."""
     held = shard_numel(cfg, nproc, fsdp)
     act = activation_bytes(cfg, family, micro_batch_size, seq_len, options, dtype, activation_checkpointing,
-                           mask_fraction)
+                           mask_fraction, curriculum)
     copies_forward, copies_backward = working_weight_bytes(cfg, dtype, fsdp, activation_checkpointing)
     grads = 4 * held + (4 * param_numel(cfg) if fsdp and grad_accum > 1 else 0)  # FSDP no-sync: unsharded too
     if not (fsdp or nproc > 1 or grad_accum > 1):  # one process: no gradient yet, then the head's and one block's

@@ -107,6 +107,22 @@ TRAIN = [
      'is a --size nano model (2 layers, width 64, 2 heads) but --size is zepto', 2),
     ('init-from another tokenizer', ['--init-from', '{mdlm}', '--family', 'mdlm', '--tokenizer', 'gpt2'],
      'was trained with --tokenizer byte but --tokenizer is gpt2', 2),
+    ('curriculum on mdlm', ['--family', 'mdlm', '--curriculum'], '--curriculum applies to --family duo only', 2),
+    ('curriculum option on ar', ['--curriculum-tau', '-1', '-2'], '--curriculum-tau applies to --family duo only', 2),
+    ('curriculum option alone', ['--family', 'duo', '--curriculum-steps', '1', '2'], '--curriculum-steps needs '
+     '--curriculum', 2),
+    ('curriculum steps order', ['--family', 'duo', '--curriculum', '--curriculum-steps', '5', '2'],
+     'need 0 <= START <= END', 2),
+    ('curriculum gamma order', ['--family', 'duo', '--curriculum', '--gamma', '-1', '-3'], 'need MIN < MAX', 2),
+    ('distill on ar', ['--distill-from', '{duo}'], '--distill-from applies to --family duo only', 2),
+    ('distill option alone', ['--family', 'duo', '--distill-every', '3'], '--distill-every needs --distill-from', 2),
+    ('distill and curriculum', ['--family', 'duo', '--curriculum', '--distill-from', '{duo}'], 'are two stages', 2),
+    ('distill a non-duo checkpoint', ['--family', 'duo', '--distill-from', '{mdlm}'], 'is a mdlm checkpoint', 2),
+    ('distill another size', ['--family', 'duo', '--distill-from', '{duo}', '--size', 'micro'],
+     'pass the same --size and --seq-len', 2),
+    ('distill another tokenizer', ['--family', 'duo', '--distill-from', '{duo}', '--tokenizer', 'gpt2'],
+     'uses the byte tokenizer', 2),
+    ('distill a missing checkpoint', ['--family', 'duo', '--distill-from', '{tmp}/missing.pt'], 'no checkpoint at', 2),
 ]
 if not CUDA:
     TRAIN += [('device cuda unavailable', ['--device', 'cuda'], 'no CUDA GPU is visible', 2),
