@@ -35,7 +35,7 @@ class Judge:
         return self.model(x, attn='causal')
 
 
-def quality(model, judge, text, steps, tail, n, L, seed):
+def sample_quality(model, judge, text, steps, tail, n, L, seed):
     """gen PPL and entropy of n Duo samples of L tokens at `steps` steps with the `tail` noise removal."""
     x, _ = duo.sample(model, n, L, steps=steps, noise_removal=tail, generator=torch.Generator().manual_seed(seed))
     texts = [text.tokenizer.decode(row.tolist(), mask_id=model.cfg.mask_id) for row in x]
@@ -128,14 +128,15 @@ def main(argv=None):
     def measure(r, model):
         model.eval()
         for tail in ('ancestral', 'greedy'):
-            results[(r, tail)] = [quality(model, judge, text, s, tail, n, L, args.seed) for s in steps_list]
+            results[(r, tail)] = [sample_quality(model, judge, text, s, tail, n, L, args.seed) for s in steps_list]
         print(f"  after {r} round(s): gen PPL (entropy) at steps {steps_list}: ancestral "
               + ' '.join(f"{q[0]:.1f} ({q[1]:.2f})" for q in results[(r, 'ancestral')]) + " | greedy "
               + ' '.join(f"{q[0]:.1f} ({q[1]:.2f})" for q in results[(r, 'greedy')]))
         model.train()
 
     measure(0, student)
-    base256, base_entropy = quality(base.eval(), judge, text, 8 if args.quick else 256, 'ancestral', n, L, args.seed)
+    base256, base_entropy = sample_quality(base.eval(), judge, text, 8 if args.quick else 256, 'ancestral', n, L,
+                                           args.seed)
     print(f"  the base model at {8 if args.quick else 256} steps: gen PPL {base256:.1f} (entropy {base_entropy:.2f}); "
           f"real text: entropy {quality.unigram_entropy(text.val_batch(n, L)):.2f}")
     g = torch.Generator().manual_seed(args.seed)
