@@ -52,7 +52,10 @@ def test_the_real_judge_is_smollm2_with_its_own_tokenizer(judge):
 
 
 def test_held_out_shakespeare_scores_far_better_than_the_same_words_shuffled(judge, shakespeare_val):
-    """8 passages of ~60 words spread over the validation text, against the same words in a random order."""
+    """8 passages of 60 words spread over the validation text, against the same words in a random order: measured
+    gen PPL 99.4 against 553.0 (5.6x; with 150-word passages 57.4 against 303.7: the shuffled words gain from
+    context too). Archaic verse is hard for a 135M model; environment.md §4 measured 23.5 against 4,989 on one
+    modern sentence."""
     words = shakespeare_val.split(' ')
     starts = np.linspace(0, len(words) - 60, 8).astype(int)
     real = [' '.join(words[s:s + 60]) for s in starts]
