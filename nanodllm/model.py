@@ -57,6 +57,35 @@ def modulate(x, shift, scale):
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def norm_modulate(ln, x, shift, scale):
+    """modulate(ln(x), shift, scale) for a `LayerNorm` ln, x (B, T, d), shift and scale (B|1, 1, d) -> (B, T, d) fp32.
+
+    When shift and scale are one row shared by the whole batch (sigma = 0: every family but Duo), the modulation
+    folds into the LayerNorm's affine part: LN(x) w (1 + scale) + shift is one `F.layer_norm` with weight
+    w (1 + scale) and bias shift (the same values up to rounding; its backward reduces the weight and bias gradients
+    inside the LayerNorm kernel, instead of two more passes over (B, T, d)). Per-row modulation (Duo's sigma, one per
+    sequence) takes the reference form. Both compute in fp32, with 1 + scale formed in the modulation's dtype, as
+    `modulate` does (bf16 under autocast)."""
+    if shift.size(0) != 1:
+        return modulate(ln(x), shift, scale)
+    d = x.size(-1)
+    return F.layer_norm(x.float(), (d,), ln.weight.float() * (1 + scale).view(d).float(), shift.view(d).float(), 1e-5)
+
+
+def gated(x, gate, linear, h):
+    """adaLN-zero's gated residual: x + gate * linear(h), for x (B, T, d), gate (B|1, 1, d), an nn.Linear to d.
+
+    A gate shared by the whole batch (sigma = 0) folds into the linear layer: gate * (h W^T + b) = h (diag(gate) W)^T
+    + gate b, the same values up to rounding, with the products (and the gate's gradient) on the (d, d_in) weight
+    instead of the (B, T, d) output and its gradient. Under bf16 autocast the product rounds with the weight, before
+    the matmul, instead of after it (the same within bf16 precision); the sum with x is fp32 either way.
+    Per-row gates (Duo) take the reference form, one addcmul."""
+    if gate.size(0) != 1:
+        return torch.addcmul(x, gate, linear(h))
+    g = gate.view(-1)
+    return x + F.linear(h, linear.weight * g[:, None], None if linear.bias is None else linear.bias * g)
+
+
 def rotary_cos_sin(pos, head_dim, base=1e4, dtype=torch.float32):
     """Rotary tables for integer positions pos (T,) or (B, T) -> cos = [cos, cos] and sin = [-sin, sin] over the two
     halves of a head, each (1 or B, 1, T, head_dim), in `dtype` (the angles are computed in fp32 and cast once: the
@@ -161,7 +190,8 @@ class Block(nn.Module):
 
     def forward(self, x, c, cos, sin, attn, cache=None, layer=0):
         # x (B, T, d) residual stream; c (B or 1, cond_dim) conditioning, or None: reuse the modulation this block
-        # stored in the KV cache at its first call (sigma = 0 at every call); cos, sin: rotary tables of the T rows
+        # stored in the KV cache at its first call (sigma = 0 at every call); cos, sin (B|1, T, H, hd): rotary tables
+        # of the T rows, laid out as q and k (`Model.forward`)
         B, T, d = x.shape
         H, hd = self.n_head, d // self.n_head
         mod = cache.modulation[layer] if c is None else self.adaLN(c)             # (B|1, 6d)
@@ -169,16 +199,18 @@ class Block(nn.Module):
             cache.modulation[layer] = mod
         shift1, scale1, gate1, shift2, scale2, gate2 = mod[:, None].chunk(6, dim=-1)    # each (B|1, 1, d)
 
-        h = modulate(self.ln1(x), shift1, scale1)                                   # (B, T, d)
-        qkv = self.qkv(h).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)               # (3, B, H, T, hd)
-        q, k = apply_rotary(qkv[:2], cos, sin)                                      # each (B, H, T, hd), rotated
-        v = qkv[2]
+        h = norm_modulate(self.ln1, x, shift1, scale1)                              # (B, T, d) fp32
+        # q, k, v are views of the qkv output in its own (B, T, H, hd) layout, as in nanoGPT: their gradients meet
+        # in one `cat` (split's backward), with no zero-filled buffers and no copies; rotary runs in that layout
+        q, k, v = self.qkv(h).view(B, T, 3 * H, hd).split(H, dim=2)                 # each (B, T, H, hd)
+        q, k, v = (apply_rotary(q, cos, sin).transpose(1, 2), apply_rotary(k, cos, sin).transpose(1, 2),
+                   v.transpose(1, 2))                                               # each (B, H, T, hd), q k rotated
         if cache is not None:  # cached rows first (their keys rotated when they were inserted), then these T rows
             k, v = cache.update(layer, k, v)                                        # (B, H, Tc + T, hd)
         y = attention(q, k, v, attn).transpose(1, 2).reshape(B, T, d)              # (B, T, d)
-        x = torch.addcmul(x, gate1, self.out(y))                                    # x + gate1 * out(y)
-
-        return torch.addcmul(x, gate2, self.mlp(modulate(self.ln2(x), shift2, scale2)))
+        x = gated(x, gate1, self.out, y)                                            # x + gate1 * out(y)
+        fc, gelu, proj = self.mlp
+        return gated(x, gate2, proj, gelu(fc(norm_modulate(self.ln2, x, shift2, scale2))))  # x + gate2 * mlp(.)
 
 
 class SigmaEmbedder(nn.Module):
@@ -259,7 +291,11 @@ class Model(nn.Module):
         dev = idx.device.type  # (the meta device, used to count FLOPs and bytes, has no autocast)
         autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
         dtype = torch.get_autocast_dtype(dev) if autocast else self.head.weight.dtype  # the dtype q and k come in
-        cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head, dtype=dtype)  # for all layers
+        # the rotary tables for all layers, (B|1, T, H, hd) contiguous: laid out as q and k, so that the rotation's
+        # elementwise ops run over whole rows of d (a table broadcast over the heads halves their speed on CPU)
+        H = self.cfg.n_head
+        cos, sin = (t.transpose(1, 2).expand(-1, -1, H, -1).contiguous()
+                    for t in rotary_cos_sin(pos, self.cfg.n_embd // H, dtype=dtype))
 
         # sigma = 0 at every call of a KV cache (AR, Eso-LM sampling): the adaLN modulation of every block and of the
         # final layer is stored in the cache at the first call and reused after it (c = None)
@@ -286,7 +322,7 @@ class Model(nn.Module):
         if c is not None and cache is not None and cache.modulation is not None:
             cache.modulation['final'] = mod
         shift, scale = mod[:, None].chunk(2, dim=-1)                                 # (B|1, 1, d) each
-        h = modulate(self.ln_f(x), shift, scale)                                     # (B, T', d)
+        h = norm_modulate(self.ln_f, x, shift, scale)                                # (B, T', d)
         logits = self.head(h.flatten(0, 1)).float()                                  # (B T', V) fp32
         # the mask logit, in place (no copy of the logits; the head's backward does not need its output), written
         # on the 2-D head output: an in-place write into a view of it breaks FSDP2's backward hooks (torch 2.13)
