@@ -98,11 +98,37 @@ def rotary_cos_sin(pos, head_dim, base=1e4, dtype=torch.float32):
     return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
+def rotate(x, cos, sin):
+    """GPT-NeoX half rotation of x (..., hd): the first half of each head pairs with the second half,
+    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], for cos, sin of
+    `rotary_cos_sin` (any layout that broadcasts against x). Two passes in x's dtype and no rolled copy of x: one
+    product with [cos, cos], then each half adds the other half times its sine, in place."""
+    h = x.size(-1) // 2
+    out = x * cos
+    out[..., :h].addcmul_(x[..., h:], sin[..., :h])
+    out[..., h:].addcmul_(x[..., :h], sin[..., h:])
+    return out
+
+
+class Rotary(torch.autograd.Function):
+    """`rotate` with its backward written out: the transpose of a rotation is the rotation by the opposite angle,
+    so the gradient is rotate(grad, cos, -sin): two passes, where autograd through `rotate` would take five."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return rotate(grad, cos, -sin), None, None
+
+
 def apply_rotary(x, cos, sin):
-    """GPT-NeoX half rotation of x (..., T, hd): the first half of each head pairs with the second half,
-    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], where [x2, x1] is x
-    rolled by hd/2. Three passes in x's dtype (mul, roll, addcmul), for q and k at once. cos, sin: `rotary_cos_sin`."""
-    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
+    """Rotary position embedding of q or k, x (..., T, hd) -> the same shape: `rotate` as one autograd node
+    (`Rotary`; the tables take no gradient). cos, sin: `rotary_cos_sin`, in a layout that broadcasts against x."""
+    return Rotary.apply(x, cos, sin)
 
 
 def block_mask(mask):
