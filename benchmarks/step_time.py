@@ -3,6 +3,7 @@ and the KV-cached samplers (AR against Eso-LM, and today's code against an older
 
     python benchmarks/step_time.py                       # CPU defaults: ~10 min on a quiet 2-core machine
     python benchmarks/step_time.py --compile --only ar,gpt --skip-sampling     # backbone vs GPT, torch.compile
+    python benchmarks/step_time.py --nanogpt micro,d384 --before b9ee023       # AR step vs nanoGPT's exact config
 
 Why paired and interleaved: the machine is shared, so an absolute time says little. Every round runs each
 configuration once, in a rotating order, and the ratio is taken inside the round (config time / AR time of the
@@ -13,8 +14,13 @@ default, so the other core's load does not leak in) and CUDA-event time on GPU.
 What is timed:
 - training step = zero_grad + family.loss (forward + loss) + backward + AdamW step, random tokens, B x L;
   families: AR, MDLM low-var and NELBO, Duo, Eso-LM alpha0 = 1, Eso-LM alpha0 = 0.5 with batch split 0.5;
-- 'gpt': a plain GPT of the same shape written below as the yardstick (LayerNorm, GELU, causal SDPA, learned
-  positions, no adaLN, no rotary, no mask logit), with the same loss (shifted cross-entropy over L-1 targets);
+- --nanogpt SHAPES: only nanodllm's AR step (ar.loss on Model) against `NanoGPT`, karpathy/nanoGPT's `GPT(bias=False,
+  dropout=0)` written below (tied wte = lm_head, learned positions, weight-only LayerNorm, erf GELU, causal SDPA, 4x
+  MLP, no bias anywhere; its mean cross-entropy), at 'micro' (d 128, 4 layers, V 257, B 16: train.py's default) and
+  'd384' (d 384, 6 layers, 6 heads, V 4096, B 8: nanoGPT's character-level shape; no nanodllm size has it), L 256;
+  with --before REV the AR step of that revision joins the rounds;
+- 'gpt': a plain GPT of the same shape written below as the (older, looser) yardstick (LayerNorm, GELU, causal SDPA,
+  learned positions, no adaLN, no rotary, no mask logit), with the same loss (shifted cross-entropy over L-1 targets);
   'gpt' has nanoGPT's exact (erf) GELU, 'gpt tanh' GPT-2's tanh approximation, which the paper's DiT uses (§5);
 - sampling: AR + KV cache (L new tokens after BOS, L calls) against Eso-LM + KV cache with alpha0 = 0 (one token
   per call, L calls: the equal-NFE comparison) and with alpha0 = 1, steps = L (fewer calls: empty steps dropped);

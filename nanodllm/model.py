@@ -13,8 +13,13 @@ A family changes the backbone only through two knobs (spec §0.4, §5):
 - `sigma`: the noise level fed to adaLN. Only Duo feeds it; everyone else passes None, which means sigma = 0. The
   adaLN layers stay in every family, so parameter and FLOP counts are identical across families.
 
-Speed, without changing the maths (benchmarks/step_time.py measures it):
-- the rotary tables are built once per forward, in the compute dtype, and q and k are rotated together;
+Speed, without changing the maths (benchmarks/step_time.py measures it, tests/test_fast_paths.py checks the values):
+- with sigma = 0 (every family but Duo) the adaLN modulation is one row shared by the batch: LayerNorm-then-modulate
+  is one `F.layer_norm` whose weight and bias carry the scale and shift (`norm_modulate`), and each gate folds into
+  the weight (and bias) of the linear layer it multiplies (`gated`); Duo's per-sequence rows take the reference forms;
+- q, k, v stay views of the qkv output in its (B, T, H, hd) layout (as in nanoGPT); the rotary tables are built once
+  per forward, in the compute dtype, laid out as q and k; the rotation takes two passes and no rolled copy, and its
+  backward is the rotation by the opposite angle (`Rotary`);
 - a boolean mask runs through `flex_attention` with a block mask when the model is compiled on a GPU (blocks that
   the mask empties are skipped: Eso-LM's sequential part), and through SDPA with the dense mask in eager mode and in
   CPU training (the reference; flex_attention has no CPU backward);
@@ -26,7 +31,7 @@ Speed, without changing the maths (benchmarks/step_time.py measures it):
   the first `keep` rows of a call stay in the cache (Eso-LM caches clean rows, never masks).
 
 Training memory: `model.activation_checkpointing = True` keeps only each block's input in the forward and recomputes
-the block in the backward (torch.utils.checkpoint, non-reentrant): same values and gradients, ~12x fewer activation
+the block in the backward (torch.utils.checkpoint, non-reentrant): same values and gradients, ~10x fewer activation
 bytes (nanodllm/memory.py). The residual stream is fp32 even when FSDP gathers bf16 weights.
 """
 import math
@@ -210,7 +215,7 @@ class Block(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
         self.ln2 = LayerNorm(d)
         # GELU with the tanh approximation, as the paper's DiT (spec §5). Kept for fidelity although on CPU, in eager
-        # mode, it costs ~4% of a micro training step more than the erf form (benchmarks/README.md).
+        # mode, it costs ~6% of a micro training step more than the erf form (benchmarks/README.md §6).
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate='tanh'), nn.Linear(4 * d, d))
         self.adaLN = nn.Linear(cfg.cond_dim, 6 * d)  # -> shift, scale, gate for attention and for the MLP
 
