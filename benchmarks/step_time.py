@@ -18,7 +18,8 @@ What is timed:
   dropout=0)` written below (tied wte = lm_head, learned positions, weight-only LayerNorm, erf GELU, causal SDPA, 4x
   MLP, no bias anywhere; its mean cross-entropy), at 'micro' (d 128, 4 layers, V 257, B 16: train.py's default) and
   'd384' (d 384, 6 layers, 6 heads, V 4096, B 8: nanoGPT's character-level shape; no nanodllm size has it), L 256;
-  with --before REV the AR step of that revision joins the rounds;
+  with --before REV the AR step of that revision joins the rounds; with --gap, three variants of the AR step
+  (erf GELU, no rotary, no MLP biases) that say what is left of the gap;
 - 'gpt': a plain GPT of the same shape written below as the (older, looser) yardstick (LayerNorm, GELU, causal SDPA,
   learned positions, no adaLN, no rotary, no mask logit), with the same loss (shifted cross-entropy over L-1 targets);
   'gpt' has nanoGPT's exact (erf) GELU, 'gpt tanh' GPT-2's tanh approximation, which the paper's DiT uses (§5);
@@ -308,6 +309,10 @@ def nanogpt_comparison(args, shape, timer, before):
         torch.manual_seed(0)
         steps['ar (before)'] = make_step(before['model'].Model(cfg).to(args.device), before['ar'].loss, x0, {},
                                          args.compile)
+    if args.gap:  # what is left: the AR step without each of the paper's choices that nanoGPT lacks
+        for name in GAP_VARIANTS:
+            torch.manual_seed(0)
+            steps[name] = gap_variant(name, Model(cfg).to(args.device), x0, args.compile)
     times = interleaved(steps, timer, args.min_rounds, args.max_rounds, args.seconds,
                         warmup=3 if args.compile else 1)
     result = dict(shape=shape, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, vocab_size=cfg.vocab_size,
@@ -316,6 +321,33 @@ def nanogpt_comparison(args, shape, timer, before):
         result['before_over_after'] = summarize({'ar (before)': times['ar (before)'], 'ar': times['ar']},
                                                 'ar')['ar (before)']
     return result
+
+
+GAP_VARIANTS = ('ar, erf GELU', 'ar, no rotary', 'ar, no MLP biases')
+
+
+def gap_variant(name, model, x0, compile_model):
+    """The AR step of a model variant that differs from the paper's backbone in one thing nanoGPT lacks (for the
+    gap analysis only; these are not models anyone trains): nanoGPT's erf GELU, no rotary (apply_rotary is the
+    identity during the step), or no MLP biases."""
+    import nanodllm.model as backbone
+    if name == 'ar, erf GELU':
+        for b in model.blocks:
+            b.mlp[1] = nn.GELU()
+    if name == 'ar, no MLP biases':
+        for b in model.blocks:
+            b.mlp[0].bias = b.mlp[2].bias = None
+    step = make_step(model, ar.loss, x0, {}, compile_model)
+    if name != 'ar, no rotary':
+        return step
+
+    def without_rotary():
+        apply_rotary, backbone.apply_rotary = backbone.apply_rotary, lambda x, cos, sin: x
+        try:
+            step()
+        finally:
+            backbone.apply_rotary = apply_rotary
+    return without_rotary
 
 
 def sampling_comparison(args, L, timer, before):
@@ -354,6 +386,8 @@ def main():
     p.add_argument('--seconds', type=float, default=90, help='wall-clock budget per (size, V) after min-rounds')
     p.add_argument('--nanogpt', default='', help="comma-separated shapes (micro, d384) of the AR step against "
                                                      "nanoGPT's exact configuration; only that is run")
+    p.add_argument('--gap', action='store_true', help="with --nanogpt: also time the AR step with erf GELU, without "
+                                                      "rotary, without MLP biases (what is left)")
     p.add_argument('--skip-sampling', action='store_true')
     p.add_argument('--sample-size', default='micro')
     p.add_argument('--sample-lengths', default='256,1024')
