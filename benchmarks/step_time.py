@@ -3,6 +3,7 @@ and the KV-cached samplers (AR against Eso-LM, and today's code against an older
 
     python benchmarks/step_time.py                       # CPU defaults: ~10 min on a quiet 2-core machine
     python benchmarks/step_time.py --compile --only ar,gpt --skip-sampling     # backbone vs GPT, torch.compile
+    python benchmarks/step_time.py --nanogpt micro,d384 --before b9ee023       # AR step vs nanoGPT's exact config
 
 Why paired and interleaved: the machine is shared, so an absolute time says little. Every round runs each
 configuration once, in a rotating order, and the ratio is taken inside the round (config time / AR time of the
@@ -13,8 +14,14 @@ default, so the other core's load does not leak in) and CUDA-event time on GPU.
 What is timed:
 - training step = zero_grad + family.loss (forward + loss) + backward + AdamW step, random tokens, B x L;
   families: AR, MDLM low-var and NELBO, Duo, Eso-LM alpha0 = 1, Eso-LM alpha0 = 0.5 with batch split 0.5;
-- 'gpt': a plain GPT of the same shape written below as the yardstick (LayerNorm, GELU, causal SDPA, learned
-  positions, no adaLN, no rotary, no mask logit), with the same loss (shifted cross-entropy over L-1 targets);
+- --nanogpt SHAPES: only nanodllm's AR step (ar.loss on Model) against `NanoGPT`, karpathy/nanoGPT's `GPT(bias=False,
+  dropout=0)` written below (tied wte = lm_head, learned positions, weight-only LayerNorm, erf GELU, causal SDPA, 4x
+  MLP, no bias anywhere; its mean cross-entropy), at 'micro' (d 128, 4 layers, V 257, B 16: train.py's default) and
+  'd384' (d 384, 6 layers, 6 heads, V 4096, B 8: nanoGPT's character-level shape; no nanodllm size has it), L 256;
+  with --before REV the AR step of that revision joins the rounds; with --gap, three variants of the AR step
+  (erf GELU, no rotary, no MLP biases) that say what is left of the gap;
+- 'gpt': a plain GPT of the same shape written below as the (older, looser) yardstick (LayerNorm, GELU, causal SDPA,
+  learned positions, no adaLN, no rotary, no mask logit), with the same loss (shifted cross-entropy over L-1 targets);
   'gpt' has nanoGPT's exact (erf) GELU, 'gpt tanh' GPT-2's tanh approximation, which the paper's DiT uses (§5);
 - sampling: AR + KV cache (L new tokens after BOS, L calls) against Eso-LM + KV cache with alpha0 = 0 (one token
   per call, L calls: the equal-NFE comparison) and with alpha0 = 1, steps = L (fewer calls: empty steps dropped);
@@ -40,7 +47,7 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from nanodllm import ar, duo, eso, mdlm  # noqa: E402
-from nanodllm.config import get_config  # noqa: E402
+from nanodllm.config import ModelConfig, get_config  # noqa: E402
 from nanodllm.model import Model  # noqa: E402
 
 BEFORE_REV = '7a848ed'  # the last commit before issue 10 (speed): the default "before" of the paired comparison
@@ -92,6 +99,65 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))
+
+
+class NanoGPTBlock(nn.Module):
+    """nanoGPT's Block at `GPT(bias=False, dropout=0)`: x + attn(ln_1(x)), then x + mlp(ln_2(x)); weight-only
+    LayerNorm, one bias-free c_attn split into q, k, v, causal SDPA, bias-free c_proj; MLP c_fc, erf GELU, c_proj,
+    all bias-free (written here after karpathy/nanoGPT model.py, not copied)."""
+
+    def __init__(self, d, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.ln_1, self.ln_2 = nn.LayerNorm(d, bias=False), nn.LayerNorm(d, bias=False)
+        self.c_attn = nn.Linear(d, 3 * d, bias=False)
+        self.c_proj = nn.Linear(d, d, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d, bias=False), nn.GELU(), nn.Linear(4 * d, d, bias=False))
+
+    def forward(self, x):
+        B, T, d = x.shape
+        q, k, v = (t.view(B, T, self.n_head, d // self.n_head).transpose(1, 2)
+                   for t in self.c_attn(self.ln_1(x)).split(d, dim=2))              # each (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).contiguous().view(B, T, d))
+        return x + self.mlp(self.ln_2(x))
+
+
+class NanoGPT(nn.Module):
+    """nanoGPT's GPT at `GPT(bias=False, dropout=0)`, the exact yardstick: token + learned position embeddings,
+    NanoGPTBlocks, a weight-only final LayerNorm, a bias-free lm_head tied to the token embedding (wte = lm_head),
+    nanoGPT's init (normal 0.02, c_proj 0.02 / sqrt(2 n_layer)). V rows, as the backbone."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.n_embd
+        self.wte = nn.Embedding(cfg.vocab_size, d)
+        self.wpe = nn.Embedding(cfg.seq_len, d)
+        self.h = nn.ModuleList([NanoGPTBlock(d, cfg.n_head) for _ in range(cfg.n_layer)])
+        self.ln_f = nn.LayerNorm(d, bias=False)
+        self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if p.dim() == 2:
+                    std = 0.02 / (2 * cfg.n_layer) ** 0.5 if name.endswith(('c_proj.weight', 'mlp.2.weight')) else 0.02
+                    nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def nanogpt_loss(model, x0, **_):
+    """nanoGPT's loss on the AR task: inputs x0[:, :-1], targets x0[:, 1:], mean cross-entropy (nanoGPT's
+    `F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-1)`), returned as (sum, count) like the
+    families' losses (the step divides by the count)."""
+    logits = model(x0[:, :-1])
+    n = x0[:, 1:].numel()
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), x0[:, 1:].reshape(-1), ignore_index=-1) * n, n
 
 
 def gpt_loss(model, x0, **_):
@@ -225,6 +291,65 @@ def step_comparison(args, size, V, timer, before):
     return result
 
 
+NANOGPT_SHAPES = {  # name -> (ModelConfig, batch size) of the AR step against nanoGPT (issue 21)
+    'micro': (ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128, seq_len=256), 16),  # train.py's default
+    'd384': (ModelConfig(vocab_size=4096, n_layer=6, n_head=6, n_embd=384, seq_len=256), 8),   # nanoGPT char-level
+}
+
+
+def nanogpt_comparison(args, shape, timer, before):
+    """nanodllm's AR step (ar.loss on Model) against nanoGPT's exact configuration (NanoGPT), paired rounds."""
+    cfg, B = NANOGPT_SHAPES[shape]
+    x0 = torch.randint(0, cfg.vocab_size - 1, (B, cfg.seq_len), device=args.device)
+    torch.manual_seed(0)
+    steps = {'ar': make_step(Model(cfg).to(args.device), ar.loss, x0, {}, args.compile)}
+    torch.manual_seed(0)
+    steps['nanogpt'] = make_step(NanoGPT(cfg).to(args.device), nanogpt_loss, x0, {}, args.compile)
+    if before is not None:
+        torch.manual_seed(0)
+        steps['ar (before)'] = make_step(before['model'].Model(cfg).to(args.device), before['ar'].loss, x0, {},
+                                         args.compile)
+    if args.gap:  # what is left: the AR step without each of the paper's choices that nanoGPT lacks
+        for name in GAP_VARIANTS:
+            torch.manual_seed(0)
+            steps[name] = gap_variant(name, Model(cfg).to(args.device), x0, args.compile)
+    times = interleaved(steps, timer, args.min_rounds, args.max_rounds, args.seconds,
+                        warmup=3 if args.compile else 1)
+    result = dict(shape=shape, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, vocab_size=cfg.vocab_size,
+                  batch_size=B, seq_len=cfg.seq_len, reference='nanogpt', rows=summarize(times, 'nanogpt'))
+    if before is not None:
+        result['before_over_after'] = summarize({'ar (before)': times['ar (before)'], 'ar': times['ar']},
+                                                'ar')['ar (before)']
+    return result
+
+
+GAP_VARIANTS = ('ar, erf GELU', 'ar, no rotary', 'ar, no MLP biases')
+
+
+def gap_variant(name, model, x0, compile_model):
+    """The AR step of a model variant that differs from the paper's backbone in one thing nanoGPT lacks (for the
+    gap analysis only; these are not models anyone trains): nanoGPT's erf GELU, no rotary (apply_rotary is the
+    identity during the step), or no MLP biases."""
+    import nanodllm.model as backbone
+    if name == 'ar, erf GELU':
+        for b in model.blocks:
+            b.mlp[1] = nn.GELU()
+    if name == 'ar, no MLP biases':
+        for b in model.blocks:
+            b.mlp[0].bias = b.mlp[2].bias = None
+    step = make_step(model, ar.loss, x0, {}, compile_model)
+    if name != 'ar, no rotary':
+        return step
+
+    def without_rotary():
+        apply_rotary, backbone.apply_rotary = backbone.apply_rotary, lambda x, cos, sin: x
+        try:
+            step()
+        finally:
+            backbone.apply_rotary = apply_rotary
+    return without_rotary
+
+
 def sampling_comparison(args, L, timer, before):
     cfg = get_config(args.sample_size, args.vocab_sizes[0], L)
     torch.manual_seed(0)
@@ -259,6 +384,10 @@ def main():
     p.add_argument('--min-rounds', type=int, default=5)
     p.add_argument('--max-rounds', type=int, default=40)
     p.add_argument('--seconds', type=float, default=90, help='wall-clock budget per (size, V) after min-rounds')
+    p.add_argument('--nanogpt', default='', help="comma-separated shapes (micro, d384) of the AR step against "
+                                                     "nanoGPT's exact configuration; only that is run")
+    p.add_argument('--gap', action='store_true', help="with --nanogpt: also time the AR step with erf GELU, without "
+                                                      "rotary, without MLP biases (what is left)")
     p.add_argument('--skip-sampling', action='store_true')
     p.add_argument('--sample-size', default='micro')
     p.add_argument('--sample-lengths', default='256,1024')
@@ -286,6 +415,18 @@ def main():
     print(json.dumps(info))
     results = dict(info=info, steps=[], sampling=[])
     t0 = time.time()
+    if args.nanogpt:
+        results['nanogpt'] = []
+        for shape in args.nanogpt.split(','):
+            r = nanogpt_comparison(args, shape, timer, before)
+            results['nanogpt'].append(r)
+            print(f"\n### AR step / nanoGPT, {shape}: d {r['n_embd']}, {r['n_layer']} layers, V = {r['vocab_size']}, "
+                  f"B = {r['batch_size']}, L = {r['seq_len']} ({time.time() - t0:.0f} s so far)\n")
+            print(table(r['rows'], 'nanogpt'))
+            if 'before_over_after' in r:
+                s = r['before_over_after']
+                print(f"\nAR before / AR after: {s['ratio']:.3f}x ({s['ratio_q25']:.3f}-{s['ratio_q75']:.3f})")
+        args.sizes, args.skip_sampling = '', True
     for size in [s for s in args.sizes.split(',') if s]:
         for V in args.vocab_sizes:
             r = step_comparison(args, size, V, timer, before)

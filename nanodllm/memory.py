@@ -46,24 +46,27 @@ GB = 1e9
 CUDA_RESERVED = 1.5 * GB   # CUDA context, cuBLAS and NCCL workspaces: on the GPU, outside torch's allocator
 FRAGMENTATION = 0.05       # the caching allocator reserves more than it hands out
 
-# What one block saves for its backward, per token: (what, dtype, width in units of d). dtype 'fp32' is the
+# What one block saves for its backward, per token: (what, dtype, width in units of d, when). dtype 'fp32' is the
 # residual stream and the LayerNorms (always fp32); 'mm' is the matmul dtype (bf16 under autocast, else fp32).
+# when: 'always', or 'per-row' for what only the reference forms save, i.e. with one modulation row per sequence
+# (Duo's sigma); with one row shared by the batch (sigma = 0) the modulation folds into the LayerNorm and the gates
+# into the linear layers (model.py `norm_modulate`, `gated`), which save nothing of width d.
 # Also per token: LayerNorm mean and rstd (2 x 2 fp32) and the attention log-sum-exp (one fp32 per head).
 BLOCK_SAVED = [
-    ('block input x (ln1 input)', 'fp32', 1),
-    ('ln1 output (modulate)', 'fp32', 1),
-    ('qkv input', 'mm', 1),
-    ('qkv output (v is a view of it)', 'mm', 3),
-    ('q and k after rotary', 'mm', 2),
-    ('attention output', 'mm', 1),
-    ('out-projection input (heads merged)', 'mm', 1),
-    ('out-projection output (gated)', 'mm', 1),
-    ('mid-block x (ln2 input)', 'fp32', 1),
-    ('ln2 output (modulate)', 'fp32', 1),
-    ('MLP input', 'mm', 1),
-    ('MLP hidden (GELU input)', 'mm', 4),
-    ('GELU output (second Linear input)', 'mm', 4),
-    ('MLP output (gated)', 'mm', 1),
+    ('block input x (ln1 input)', 'fp32', 1, 'always'),
+    ('ln1 output (modulate)', 'fp32', 1, 'per-row'),
+    ('qkv input', 'mm', 1, 'always'),
+    ('qkv output (v is a view of it)', 'mm', 3, 'always'),
+    ('q and k after rotary', 'mm', 2, 'always'),
+    ('attention output', 'mm', 1, 'always'),
+    ('out-projection input (heads merged)', 'mm', 1, 'always'),
+    ('out-projection output (gated)', 'mm', 1, 'per-row'),
+    ('mid-block x (ln2 input)', 'fp32', 1, 'always'),
+    ('ln2 output (modulate)', 'fp32', 1, 'per-row'),
+    ('MLP input', 'mm', 1, 'always'),
+    ('MLP hidden (GELU input)', 'mm', 4, 'always'),
+    ('GELU output (second Linear input)', 'mm', 4, 'always'),
+    ('MLP output (gated)', 'mm', 1, 'per-row'),
 ]
 
 
@@ -115,6 +118,7 @@ def shard_numel(cfg: ModelConfig, nproc=1, fsdp=False):
 def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, options=None, mask_fraction=1.0):
     """The forward passes one micro-batch makes, as dicts: n sequences of T tokens; `mask`: the (T, T) boolean
     attention mask of Eso-LM's sequential part; `cond_rows`: rows of sigma conditioning (Duo: one per sequence);
+    `pos_rows`: rows of rotary positions (Eso-LM: one permutation per sequence);
     and the V-wide fp32 rows of the loss (rows of the logits, of their log-softmax, ...): `saved_rows` kept for the
     backward, `forward_rows` and `backward_rows` alive at once beyond those in the forward / backward.
     Raises ValueError for an Eso-LM split that leaves a part empty, as eso.loss does."""
@@ -122,13 +126,15 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
     options = dict(options or {})
     if family == 'ar':  # x0[:, :-1]: saves the log-softmax; the backward holds its gradient and the logits'
         R = B * (L - 1)
-        return [dict(n=B, T=L - 1, mask=False, cond_rows=1, saved_rows=R, forward_rows=R, backward_rows=2 * R)]
+        return [dict(n=B, T=L - 1, mask=False, cond_rows=1, pos_rows=1, saved_rows=R, forward_rows=R,
+                     backward_rows=2 * R)]
     if family == 'mdlm':
         R = B * L
-        return [dict(n=B, T=L, mask=False, cond_rows=1, saved_rows=R, forward_rows=R, backward_rows=2 * R)]
+        return [dict(n=B, T=L, mask=False, cond_rows=1, pos_rows=1, saved_rows=R, forward_rows=R, backward_rows=2 * R)]
     if family == 'duo':  # the closed-form NELBO saves log p and log p + log u (softplus's input)
         R = B * L
-        return [dict(n=B, T=L, mask=False, cond_rows=B, saved_rows=2 * R, forward_rows=2 * R, backward_rows=2 * R)]
+        return [dict(n=B, T=L, mask=False, cond_rows=B, pos_rows=1, saved_rows=2 * R, forward_rows=2 * R,
+                     backward_rows=2 * R)]
     if family != 'eso':
         raise ValueError(f"unknown family {family!r}")
     alpha0, batch_split = options.get('alpha0', 1.0), options.get('batch_split', 1.0)
@@ -140,11 +146,12 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
     passes = []
     if n_diff:  # diffusion part: the log-softmax of every row is saved (unmasked rows get the ignore index)
         R = n_diff * L
-        passes.append(dict(n=n_diff, T=L, mask=False, cond_rows=1, saved_rows=R, forward_rows=R, backward_rows=2 * R))
+        passes.append(dict(n=n_diff, T=L, mask=False, cond_rows=1, pos_rows=n_diff, saved_rows=R, forward_rows=R,
+                           backward_rows=2 * R))
     if n_diff < B:  # sequential part: 2L tokens per row through the blocks, the head on the z0 half (L rows) only
         R = (B - n_diff) * L
-        passes.append(dict(n=B - n_diff, T=2 * L, mask=True, cond_rows=1, saved_rows=R, forward_rows=R,
-                           backward_rows=2 * R))
+        passes.append(dict(n=B - n_diff, T=2 * L, mask=True, cond_rows=1, pos_rows=B - n_diff, saved_rows=R,
+                           forward_rows=R, backward_rows=2 * R))
     return passes
 
 
@@ -160,17 +167,26 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
       saved, and autograd holds each shared weight's gradient from one pass until the other's arrives."""
     f, a = 4, dtype_bytes(dtype)                     # fp32, and the matmul dtype
     d, H, V, c = cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.cond_dim
-    hd = d // H
-    ledger = sum(w * (f if kind == 'fp32' else a) for _, kind, w in BLOCK_SAVED) * d + 4 * f + f * H  # per token
+
+    def ledger(cond_rows):  # bytes per token and block
+        return sum(w * (f if kind == 'fp32' else a) for _, kind, w, when in BLOCK_SAVED
+                   if when == 'always' or cond_rows > 1) * d + 4 * f + f * H
     out = dict(saved=0, blocks=0, logits=0, forward_extra=0, backward_extra=0, recompute=0)
     passes = forward_passes(cfg, family, micro_batch_size, seq_len, options, mask_fraction)
     for i, p in enumerate(passes):
         N = p['n'] * p['T']                                              # tokens through the model
-        layer = N * ledger + (p['T'] ** 2 * a if p['mask'] else 0)       # one block (the mask becomes an mm bias)
+        layer = N * ledger(p['cond_rows']) + (p['T'] ** 2 * a if p['mask'] else 0)  # one block (the mask: an mm bias)
         blocks = N * f * d * cfg.n_layer if activation_checkpointing else layer * cfg.n_layer
         per_layer_cond = 0 if activation_checkpointing else cfg.n_layer * (8 * d + c)
         cond = p['cond_rows'] * a * (256 + 4 * c + per_layer_cond + 4 * d + c)  # sigma embedding -> adaLN
-        other = N * (hd * f + 8) + N * (2 * f * d + a * d + 2 * f) + cond  # rotary cos/sin, ids, final LN, head input
+        shared = p['cond_rows'] == 1  # one modulation row: fused LayerNorms, gates folded into the weights
+        rotary = 2 * a * d * p['pos_rows'] * p['T']  # cos and sin, (rows, T, H, hd) in the compute dtype
+        final = N * ((1 if shared else 2) * f * d + a * d + 2 * f)  # final LN input (and output), head input
+        # the gate-folded weights of out and proj (d x d, d x 4d, + bias) that their matmuls save: fp32, or under
+        # autocast their bf16 casts, which replace autocast's cached copies (working_weight_bytes) in the first pass
+        folded = (f if a == 4 or i else 0) * cfg.n_layer * (5 * d * d + d) if shared and not activation_checkpointing \
+            else 0
+        other = rotary + N * 8 + final + folded + cond  # rotary cos/sin, ids, final LN and head input, folded weights
         logits = p['saved_rows'] * V * f
         out['saved'] += blocks + other + logits + 8 * N                  # + targets
         out['blocks'] += blocks
@@ -182,6 +198,8 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
         # loss tensors wait, and so do the later pass's gradients of the head, which autograd sums with the earlier
         # pass's before it accumulates them (a block's, likewise, up to ~40% more on CPU when the blocks dominate)
         waiting = sum(q['saved_rows'] for q in passes[:i]) * V * f + (f * param_numel(cfg, 'final') if i else 0)
+        if shared and i:  # ... and the gradients of every block's gate-folded weights, and a recomputed block's own
+            waiting += f * (cfg.n_layer + (1 if activation_checkpointing else 0)) * (5 * d * d + d)
         out['recompute'] = max(out['recompute'], (layer if activation_checkpointing else 0) + N * d * (f + 3 * a)
                                + waiting)
     if curriculum:  # Duo's curriculum (spec §3.5): the soft input softmax(w / tau), B x L x V fp32, is saved for

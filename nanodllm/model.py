@@ -13,8 +13,13 @@ A family changes the backbone only through two knobs (spec §0.4, §5):
 - `sigma`: the noise level fed to adaLN. Only Duo feeds it; everyone else passes None, which means sigma = 0. The
   adaLN layers stay in every family, so parameter and FLOP counts are identical across families.
 
-Speed, without changing the maths (benchmarks/step_time.py measures it):
-- the rotary tables are built once per forward, in the compute dtype, and q and k are rotated together;
+Speed, without changing the maths (benchmarks/step_time.py measures it, tests/test_fast_paths.py checks the values):
+- with sigma = 0 (every family but Duo) the adaLN modulation is one row shared by the batch: LayerNorm-then-modulate
+  is one `F.layer_norm` whose weight and bias carry the scale and shift (`norm_modulate`), and each gate folds into
+  the weight (and bias) of the linear layer it multiplies (`gated`); Duo's per-sequence rows take the reference forms;
+- q, k, v stay views of the qkv output in its (B, T, H, hd) layout (as in nanoGPT); the rotary tables are built once
+  per forward, in the compute dtype, laid out as q and k; the rotation takes two passes and no rolled copy, and its
+  backward is the rotation by the opposite angle (`Rotary`);
 - a boolean mask runs through `flex_attention` with a block mask when the model is compiled on a GPU (blocks that
   the mask empties are skipped: Eso-LM's sequential part), and through SDPA with the dense mask in eager mode and in
   CPU training (the reference; flex_attention has no CPU backward);
@@ -26,7 +31,7 @@ Speed, without changing the maths (benchmarks/step_time.py measures it):
   the first `keep` rows of a call stay in the cache (Eso-LM caches clean rows, never masks).
 
 Training memory: `model.activation_checkpointing = True` keeps only each block's input in the forward and recomputes
-the block in the backward (torch.utils.checkpoint, non-reentrant): same values and gradients, ~12x fewer activation
+the block in the backward (torch.utils.checkpoint, non-reentrant): same values and gradients, ~10x fewer activation
 bytes (nanodllm/memory.py). The residual stream is fp32 even when FSDP gathers bf16 weights.
 """
 import math
@@ -57,6 +62,35 @@ def modulate(x, shift, scale):
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def norm_modulate(ln, x, shift, scale):
+    """modulate(ln(x), shift, scale) for a `LayerNorm` ln, x (B, T, d), shift and scale (B|1, 1, d) -> (B, T, d) fp32.
+
+    When shift and scale are one row shared by the whole batch (sigma = 0: every family but Duo), the modulation
+    folds into the LayerNorm's affine part: LN(x) w (1 + scale) + shift is one `F.layer_norm` with weight
+    w (1 + scale) and bias shift (the same values up to rounding; its backward reduces the weight and bias gradients
+    inside the LayerNorm kernel, instead of two more passes over (B, T, d)). Per-row modulation (Duo's sigma, one per
+    sequence) takes the reference form. Both compute in fp32, with 1 + scale formed in the modulation's dtype, as
+    `modulate` does (bf16 under autocast)."""
+    if shift.size(0) != 1:
+        return modulate(ln(x), shift, scale)
+    d = x.size(-1)
+    return F.layer_norm(x.float(), (d,), ln.weight.float() * (1 + scale).view(d).float(), shift.view(d).float(), 1e-5)
+
+
+def gated(x, gate, linear, h):
+    """adaLN-zero's gated residual: x + gate * linear(h), for x (B, T, d), gate (B|1, 1, d), an nn.Linear to d.
+
+    A gate shared by the whole batch (sigma = 0) folds into the linear layer: gate * (h W^T + b) = h (diag(gate) W)^T
+    + gate b, the same values up to rounding, with the products (and the gate's gradient) on the (d, d_in) weight
+    instead of the (B, T, d) output and its gradient. Under bf16 autocast the product rounds with the weight, before
+    the matmul, instead of after it (the same within bf16 precision); the sum with x is fp32 either way.
+    Per-row gates (Duo) take the reference form, one addcmul."""
+    if gate.size(0) != 1:
+        return torch.addcmul(x, gate, linear(h))
+    g = gate.view(-1)
+    return x + F.linear(h, linear.weight * g[:, None], None if linear.bias is None else linear.bias * g)
+
+
 def rotary_cos_sin(pos, head_dim, base=1e4, dtype=torch.float32):
     """Rotary tables for integer positions pos (T,) or (B, T) -> cos = [cos, cos] and sin = [-sin, sin] over the two
     halves of a head, each (1 or B, 1, T, head_dim), in `dtype` (the angles are computed in fp32 and cast once: the
@@ -69,11 +103,37 @@ def rotary_cos_sin(pos, head_dim, base=1e4, dtype=torch.float32):
     return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
 
+def rotate(x, cos, sin):
+    """GPT-NeoX half rotation of x (..., hd): the first half of each head pairs with the second half,
+    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], for cos, sin of
+    `rotary_cos_sin` (any layout that broadcasts against x). Two passes in x's dtype and no rolled copy of x: one
+    product with [cos, cos], then each half adds the other half times its sine, in place."""
+    h = x.size(-1) // 2
+    out = x * cos
+    out[..., :h].addcmul_(x[..., h:], sin[..., :h])
+    out[..., h:].addcmul_(x[..., :h], sin[..., h:])
+    return out
+
+
+class Rotary(torch.autograd.Function):
+    """`rotate` with its backward written out: the transpose of a rotation is the rotation by the opposite angle,
+    so the gradient is rotate(grad, cos, -sin): two passes, where autograd through `rotate` would take five."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return rotate(grad, cos, -sin), None, None
+
+
 def apply_rotary(x, cos, sin):
-    """GPT-NeoX half rotation of x (..., T, hd): the first half of each head pairs with the second half,
-    [x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] = x * [cos, cos] + [x2, x1] * [-sin, sin], where [x2, x1] is x
-    rolled by hd/2. Three passes in x's dtype (mul, roll, addcmul), for q and k at once. cos, sin: `rotary_cos_sin`."""
-    return torch.addcmul(x * cos, x.roll(x.size(-1) // 2, dims=-1), sin)
+    """Rotary position embedding of q or k, x (..., T, hd) -> the same shape: `rotate` as one autograd node
+    (`Rotary`; the tables take no gradient). cos, sin: `rotary_cos_sin`, in a layout that broadcasts against x."""
+    return Rotary.apply(x, cos, sin)
 
 
 def block_mask(mask):
@@ -155,13 +215,14 @@ class Block(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
         self.ln2 = LayerNorm(d)
         # GELU with the tanh approximation, as the paper's DiT (spec §5). Kept for fidelity although on CPU, in eager
-        # mode, it costs ~4% of a micro training step more than the erf form (benchmarks/README.md).
+        # mode, it costs ~6% of a micro training step more than the erf form (benchmarks/README.md §6).
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate='tanh'), nn.Linear(4 * d, d))
         self.adaLN = nn.Linear(cfg.cond_dim, 6 * d)  # -> shift, scale, gate for attention and for the MLP
 
     def forward(self, x, c, cos, sin, attn, cache=None, layer=0):
         # x (B, T, d) residual stream; c (B or 1, cond_dim) conditioning, or None: reuse the modulation this block
-        # stored in the KV cache at its first call (sigma = 0 at every call); cos, sin: rotary tables of the T rows
+        # stored in the KV cache at its first call (sigma = 0 at every call); cos, sin (B|1, T, H, hd): rotary tables
+        # of the T rows, laid out as q and k (`Model.forward`)
         B, T, d = x.shape
         H, hd = self.n_head, d // self.n_head
         mod = cache.modulation[layer] if c is None else self.adaLN(c)             # (B|1, 6d)
@@ -169,16 +230,18 @@ class Block(nn.Module):
             cache.modulation[layer] = mod
         shift1, scale1, gate1, shift2, scale2, gate2 = mod[:, None].chunk(6, dim=-1)    # each (B|1, 1, d)
 
-        h = modulate(self.ln1(x), shift1, scale1)                                   # (B, T, d)
-        qkv = self.qkv(h).view(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)               # (3, B, H, T, hd)
-        q, k = apply_rotary(qkv[:2], cos, sin)                                      # each (B, H, T, hd), rotated
-        v = qkv[2]
+        h = norm_modulate(self.ln1, x, shift1, scale1)                              # (B, T, d) fp32
+        # q, k, v are views of the qkv output in its own (B, T, H, hd) layout, as in nanoGPT: their gradients meet
+        # in one `cat` (split's backward), with no zero-filled buffers and no copies; rotary runs in that layout
+        q, k, v = self.qkv(h).view(B, T, 3 * H, hd).split(H, dim=2)                 # each (B, T, H, hd)
+        q, k, v = (apply_rotary(q, cos, sin).transpose(1, 2), apply_rotary(k, cos, sin).transpose(1, 2),
+                   v.transpose(1, 2))                                               # each (B, H, T, hd), q k rotated
         if cache is not None:  # cached rows first (their keys rotated when they were inserted), then these T rows
             k, v = cache.update(layer, k, v)                                        # (B, H, Tc + T, hd)
         y = attention(q, k, v, attn).transpose(1, 2).reshape(B, T, d)              # (B, T, d)
-        x = torch.addcmul(x, gate1, self.out(y))                                    # x + gate1 * out(y)
-
-        return torch.addcmul(x, gate2, self.mlp(modulate(self.ln2(x), shift2, scale2)))
+        x = gated(x, gate1, self.out, y)                                            # x + gate1 * out(y)
+        fc, gelu, proj = self.mlp
+        return gated(x, gate2, proj, gelu(fc(norm_modulate(self.ln2, x, shift2, scale2))))  # x + gate2 * mlp(.)
 
 
 class SigmaEmbedder(nn.Module):
@@ -262,7 +325,11 @@ class Model(nn.Module):
         dev = idx.device.type  # (the meta device, used to count FLOPs and bytes, has no autocast)
         autocast = torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
         dtype = torch.get_autocast_dtype(dev) if autocast else self.head.weight.dtype  # the dtype q and k come in
-        cos, sin = rotary_cos_sin(pos, self.cfg.n_embd // self.cfg.n_head, dtype=dtype)  # for all layers
+        # the rotary tables for all layers, (B|1, T, H, hd) contiguous: laid out as q and k, so that the rotation's
+        # elementwise ops run over whole rows of d (a table broadcast over the heads halves their speed on CPU)
+        H = self.cfg.n_head
+        cos, sin = (t.transpose(1, 2).expand(-1, -1, H, -1).contiguous()
+                    for t in rotary_cos_sin(pos, self.cfg.n_embd // H, dtype=dtype))
 
         # sigma = 0 at every call of a KV cache (AR, Eso-LM sampling): the adaLN modulation of every block and of the
         # final layer is stored in the cache at the first call and reused after it (c = None)
@@ -291,7 +358,7 @@ class Model(nn.Module):
         if c is not None and cache is not None and cache.modulation is not None:
             cache.modulation['final'] = mod
         shift, scale = mod[:, None].chunk(2, dim=-1)                                 # (B|1, 1, d) each
-        h = modulate(self.ln_f(x), shift, scale)                                     # (B, T', d)
+        h = norm_modulate(self.ln_f, x, shift, scale)                                # (B, T', d)
         logits = self.head(h.flatten(0, 1)).float()                                  # (B T', V) fp32
         # the mask logit, in place (no copy of the logits; the head's backward does not need its output), written
         # on the 2-D head output: an in-place write into a view of it breaks FSDP2's backward hooks (torch 2.13)

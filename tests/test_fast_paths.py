@@ -1,6 +1,8 @@
-"""The fast paths of issue 10 give the reference results, in every family: the mask logit every loss and sampler
-sees, no host-device syncs in the losses, the flex_attention path of a boolean mask (compiled) against SDPA with the
-dense mask (eager). Speed itself is measured in benchmarks/step_time.py, never here.
+"""The fast paths of issues 10 and 21 give the reference results, in every family: the mask logit every loss and
+sampler sees, no host-device syncs in the losses, the flex_attention path of a boolean mask (compiled) against SDPA
+with the dense mask (eager); the backbone's sigma = 0 fast paths (the modulation folded into the LayerNorm, the gate
+folded into the linear layer) against the reference forms, and rotary (`Rotary`, no rolled copy) against the rolled
+formula, values and gradients. Speed itself is measured in benchmarks/step_time.py, never here.
 
     python -m pytest -q tests/test_fast_paths.py
 """
@@ -11,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import make_model
 from nanodllm import ar, duo, eso, mdlm
-from nanodllm.model import NEG_INF
+from nanodllm.model import NEG_INF, LayerNorm, apply_rotary, gated, modulate, norm_modulate, rotary_cos_sin
 
 V = 11
 MASK = V - 1
@@ -129,3 +131,91 @@ def test_flex_attention_block_mask_equals_the_dense_mask():
         out_dense = model(x, attn=mask, pos=pos, rows=slice(0, L))
     assert any('flex_attention' in op for op in ops) and not any('scaled_dot_product' in op for op in ops)
     torch.testing.assert_close(out_flex, out_dense, atol=1e-5, rtol=1e-5)
+
+
+
+def _values_and_grads(fn, tensors, params=()):
+    """fn(*tensors) and the gradients of a fixed random projection of it with respect to every tensor and to the
+    parameters `params` (zeroed first)."""
+    tensors = [t.detach().clone().requires_grad_() for t in tensors]
+    for p in params:
+        p.grad = None
+    out = fn(*tensors)
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(5))).sum().backward()
+    return [out.detach()] + [t.grad for t in tensors] + [p.grad for p in params]
+
+
+def _assert_all_close(fast, ref, **tol):
+    assert len(fast) == len(ref)
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize('rows', [1, 3])  # one row shared by the batch (the fused layer_norm), one per sequence (Duo)
+def test_norm_modulate_equals_layernorm_then_modulate(rows):
+    """norm_modulate(ln, x, shift, scale) == modulate(ln(x), shift, scale): values and the gradients of x, shift,
+    scale and the LayerNorm weight."""
+    torch.manual_seed(0)
+    ln = LayerNorm(16)
+    with torch.no_grad():
+        ln.weight.add_(0.3 * torch.randn(16))
+    x, shift, scale = 3 * torch.randn(3, 7, 16) + 1, torch.randn(rows, 1, 16), torch.randn(rows, 1, 16)
+    fast = _values_and_grads(lambda *t: norm_modulate(ln, *t), [x, shift, scale], [ln.weight])
+    ref = _values_and_grads(lambda x, shift, scale: modulate(ln(x), shift, scale), [x, shift, scale], [ln.weight])
+    _assert_all_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_norm_modulate_keeps_fp32_under_bf16_autocast():
+    """Under bf16 autocast (CPU here, as on a GPU) both forms take a bf16 modulation and give the same fp32 output."""
+    torch.manual_seed(0)
+    ln, x = LayerNorm(16), torch.randn(3, 7, 16)
+    shift, scale = torch.randn(1, 1, 16).bfloat16(), torch.randn(1, 1, 16).bfloat16()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        fast, ref = norm_modulate(ln, x, shift, scale), modulate(ln(x), shift, scale)
+    assert fast.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('rows, bias', [(1, True), (1, False), (3, True)])
+def test_gated_equals_the_gated_residual(rows, bias):
+    """gated(x, gate, linear, h) == x + gate * linear(h) (the shared gate folded into the weight): values and the
+    gradients of x, gate, h and the linear layer's weight and bias."""
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 16, bias=bias)
+    x, gate, h = torch.randn(3, 7, 16), torch.randn(rows, 1, 16), torch.randn(3, 7, 24)
+    params = list(linear.parameters())
+    fast = _values_and_grads(lambda *t: gated(t[0], t[1], linear, t[2]), [x, gate, h], params)
+    ref = _values_and_grads(lambda x, gate, h: x + gate * linear(h), [x, gate, h], params)
+    _assert_all_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_equals_the_rolled_formula():
+    """apply_rotary (two passes, its backward the rotation by the opposite angle) == the rolled formula
+    x [cos, cos] + roll(x, hd/2) [-sin, sin] through autograd, on a strided view of a qkv output with per-sequence
+    positions in the model's (B, T, H, hd) layout and on (B, H, T, hd) tensors; and the backward passes gradcheck."""
+    torch.manual_seed(0)
+    B, T, H, hd = 2, 5, 3, 8
+    qkv = torch.randn(B, T, 3 * H * hd)
+    pos = torch.stack([torch.randperm(T), torch.randperm(T)])
+    cos, sin = rotary_cos_sin(pos, hd)                                          # (B, 1, T, hd)
+    rolled = lambda x, cos, sin: x * cos + x.roll(hd // 2, dims=-1) * sin      # noqa: E731
+    tables = [t.transpose(1, 2).expand(-1, -1, H, -1).contiguous() for t in (cos, sin)]   # as Model.forward lays them
+    for x, (c, s) in [(qkv.view(B, T, 3 * H, hd)[:, :, H:2 * H], tables), (torch.randn(B, H, T, hd), (cos, sin))]:
+        fast = _values_and_grads(lambda x: apply_rotary(x, c, s), [x])
+        ref = _values_and_grads(lambda x: rolled(x, c, s), [x])
+        _assert_all_close(fast, ref, atol=1e-6, rtol=1e-6)
+    c64, s64 = (t.double() for t in rotary_cos_sin(torch.arange(T), hd))
+    assert torch.autograd.gradcheck(lambda x: apply_rotary(x, c64, s64), torch.randn(B, H, T, hd, dtype=torch.float64,
+                                                                                     requires_grad=True))
+
+
+@pytest.mark.parametrize('attn', ['causal', 'full'])
+def test_shared_modulation_fast_path_equals_the_per_row_path(attn):
+    """The whole model with sigma = None (one modulation row: fused LayerNorm, gates folded into the weights) equals
+    the same model fed sigma = 0 for every sequence (B rows: the reference forms), values and all gradients."""
+    model = make_model(vocab_size=V, seq_len=12).train()
+    x = torch.randint(0, V, (3, 12))
+    params = list(model.parameters())
+    fast = _values_and_grads(lambda: model(x, attn=attn), [], params)
+    ref = _values_and_grads(lambda: model(x, attn=attn, sigma=torch.zeros(3)), [], params)
+    _assert_all_close(fast, ref, atol=1e-5, rtol=1e-4)

@@ -159,7 +159,8 @@ def test_activation_checkpointing_changes_no_loss_or_gradient(family, dtype):
 
 
 def test_checkpointing_saves_memory_and_the_planner_knows_it():
-    """At 1.7B, L = 2048: checkpointing cuts the activations ~12x (bf16); FSDP over 8 GPUs cuts the weights,
+    """At 1.7B, L = 2048: checkpointing cuts the activations ~10x (bf16; sigma = 0 saves ~20 d bytes per token and
+    block, model.py's fast paths); FSDP over 8 GPUs cuts the weights,
     gradients and optimizer states 8x; the plan's parts add up to its total; Duo's NELBO costs more than MDLM's
     cross-entropy; the largest micro-batch is the last that fits."""
     cfg = get_config('1.7b', 50258, 2048)
@@ -167,7 +168,7 @@ def test_checkpointing_saves_memory_and_the_planner_knows_it():
     ckpt = memory.plan(cfg, 'mdlm', 4, nproc=8, activation_checkpointing=True)
     fsdp = memory.plan(cfg, 'mdlm', 4, nproc=8, fsdp=True)
     assert plain['total'] == sum(v for k, v in plain.items() if k not in ('total', 'phase'))
-    assert 10 < plain['activations'] / ckpt['activations'] < 15
+    assert 8 < plain['activations'] / ckpt['activations'] < 15
     assert plain['optimizer'] / fsdp['optimizer'] == pytest.approx(8, rel=1e-3)
     assert memory.plan(cfg, 'duo', 4, nproc=8)['total'] > plain['total']
     with pytest.raises(ValueError, match='both parts'):
