@@ -317,7 +317,7 @@ def write_task(out_dir, name, n_train, n_val, n_test, seed=0, **params):
 
 
 def read_records(path):
-    """A .jsonl file -> records {'prompt', 'response'} (GSM8K's question/answer read as such)."""
+    """A .jsonl file -> records {'prompt', 'response'} (GSM8K's question/answer read as such, question + '\\n')."""
     out = []
     with open(path) as f:
         for k, line in enumerate(f, 1):
@@ -325,8 +325,8 @@ def read_records(path):
                 r = json.loads(line)
                 if 'prompt' in r and 'response' in r:
                     out.append(dict(prompt=r['prompt'], response=r['response']))
-                elif 'question' in r and 'answer' in r:
-                    out.append(dict(prompt=r['question'], response=r['answer']))
+                elif 'question' in r and 'answer' in r:  # GSM8K: no separator in the fields (as records.py)
+                    out.append(dict(prompt=r['question'] + '\n', response=r['answer']))
                 else:
                     raise ValueError(f"{path}:{k}: a record needs prompt/response (or GSM8K's question/answer) fields")
     return out
