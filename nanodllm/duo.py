@@ -15,7 +15,7 @@ original Duo repository; the paper's scaling code trains Duo from scratch on the
 import torch
 import torch.nn.functional as F
 
-from . import noise
+from . import decode, noise
 
 OPTIONS = {}               # Duo trains and evaluates on its NELBO; there is no low-var variant (spec §3.2)
 TIME_CONDITIONING = True   # sigma_t = -log alpha_t feeds adaLN (spec §0.4)
@@ -90,21 +90,32 @@ def nelbo_per_token(log_p, x0, zt, alpha_t, dalpha_t):
     return dalpha_t / (V * alpha_t) * (exit_rate_gap - jump_log_ratio)              # (B, L), >= 0
 
 
-def loss(model, x0, train=True, strata=(0, 1), generator=None):
+def loss(model, x0, train=True, strata=(0, 1), generator=None, given=None):
     """x0 (B, L) -> (sum of the Duo NELBO over all B L positions, B L) (spec §3.2, §3.3).
 
     One t per sequence, antithetic over the global batch: this micro-batch is slice `strata` = (k, K) (spec §0.3).
     `train` does not change the objective: Duo trains and evaluates on the same NELBO.
+    given: None or (B, L) bool, True = a given (prompt) position (conditional training, sft.md §2): it is fed clean
+      (the uniform noise reaches response positions only: the draws are made everywhere, then the prompt is put
+      back, so the random stream does not depend on `given`), sigma_t still describes the noise of the response,
+      and the closed-form NELBO is summed over the not-given positions only. n_tokens is then a (0-d, long) tensor:
+      the number of not-given positions (response + EOS padding, "token" normalisation). given=None (or all False)
+      returns exactly the unconditional loss.
     """
+    given = noise.given_mask(given, x0)
     B, L = x0.shape
     V = model.cfg.vocab_size
     t = noise.sample_t(B, *strata, generator=generator, device=x0.device)           # (B,) in [1e-3, 1]
     alpha_t, dalpha_t = noise.alpha(t)[:, None], noise.dalpha(t)[:, None]           # (B, 1) each
     zt = corrupt(x0, alpha_t, V, generator)                                         # (B, L)
+    if given is not None:
+        zt = torch.where(given, x0, zt)                                             # the prompt stays clean
     sigma_t = -torch.log(alpha_t[:, 0])                                             # (B,) raw, no rescaling (§9.7)
     logits = model(zt, sigma=sigma_t, attn='full')                                  # (B, L, V) fp32, mask = -1e6
     nll = nelbo_per_token(logits, x0, zt, alpha_t, dalpha_t)                        # (B, L), log-softmax inside
-    return nll.sum(), B * L
+    if given is None:
+        return nll.sum(), B * L
+    return nll.masked_fill(given, 0.0).sum(), (~given).sum()                       # response + pad terms only
 
 
 def posterior(p, zt, alpha_t, alpha_s):
@@ -133,49 +144,88 @@ def _network(model, x, t):
     return model(x, sigma=sigma_t, attn='full')
 
 
+def _step(model, x, t, alpha_s, temperature, top_p, generator, greedy_tail):
+    """One ancestral step of the whole state x (n, L) from time t to alpha_s (alpha_s = 1: noise removal)."""
+    logits = _network(model, x, t)                                                  # (n, L, V)
+    if greedy_tail:
+        return logits.argmax(dim=-1)                                                # greedy tail: argmax_j p_j
+    alpha_t = noise.alpha(t)
+    p = noise.probs_from_logits(logits, temperature)                                # (n, L, V) float64, p_mask = 0
+    q = posterior(p, x, alpha_t, alpha_s)                                           # (n, L, V)
+    if top_p < 1.0:
+        q = noise.top_p_filter(q.log(), top_p).softmax(dim=-1)                      # nucleus on log q (spec §3.4)
+    if temperature == 0:
+        return q.argmax(dim=-1)                                                     # greedy: the posterior's mode
+    return noise.sample_categorical(q, generator)                                   # (n, L)
+
+
 @torch.no_grad()
 def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0, generator=None, callback=None,
-           noise_removal='ancestral'):
+           noise_removal='ancestral', given=None, order='random', block_size=None):
     """Ancestral sampling from uniform noise (spec §3.4) -> (x (n, length) long, nfe = steps + 1).
 
     The prior is uniform on [0, V), mask id included (as in the paper). Step k goes from t = tau_k to s = tau_{k+1}
     on the grid linspace(1, 1e-5, steps + 1) (steps default: length); every step calls the network with sigma_t
     (Duo is time-conditioned, so no step can reuse an earlier call), takes p = softmax(logits / temperature) in
     float64 and draws z_s from the posterior q(z_s | z_t, p). Top-p is applied to log q, the POSTERIOR, as the
-    paper's code does (spec §3.4, §9.13). Every position may change at every step.
-    prompt: treated as clean, observed tokens: they occupy positions 0..P-1, are fed to the network clean at every
-      call (sigma_t still describes the noisy rest) and are reset after every step, so they never change.
+    paper's code does (spec §3.4, §9.13). Every position may change at every step. temperature=0 is greedy: p is
+    the one-hot argmax and every step takes the posterior's mode (the sample then depends only on the prior draw).
+    prompt / given (n, length) long, decode.FREE = free: clean, observed tokens at any positions (prefix, infill
+      gaps, any mask): fed to the network clean at every call (sigma_t still describes the noisy rest) and reset
+      after every step, so they never change.
     noise_removal (one more network call at t0 = 1e-5):
       'ancestral': alpha_s = 1, q ∝ alpha_t V p_{z_t} [j = z_t] + (1 - alpha_t) p_j, never the mask id;
-      'greedy': the Duo paper's "greedy tail": argmax_j p_j at every non-prompt position, deterministic.
+      'greedy': the Duo paper's "greedy tail": argmax_j p_j at every free position, deterministic.
     The final sample never contains the mask id (p_mask = 0 exactly). callback(x) is called after every step,
     the noise removal included.
+    order: 'random' only; uniform noise has no masks to commit by confidence (a ValueError names the fix).
+    block_size: semi-autoregressive blocks, read for uniform noise as follows (there is no mask to fill). Blocks are
+      decoded left to right, `steps` network calls each (default: block_size), nfe = steps per block that has a
+      free position. While block b is decoded, the positions before it are clean (given, or committed by earlier
+      blocks) and fed as observed tokens, like a prompt; the block and everything after it share one noise level:
+      they start as fresh uniform noise (t = 1), and every step moves all of them from tau_k to tau_{k+1} on
+      linspace(1, 1e-5, steps + 1), the last step going straight to alpha_s = 1 (the noise removal folded into it;
+      'greedy' takes the argmax there). At the end of its steps the block is committed; the positions after it are
+      thrown away and re-drawn as uniform noise for the next block. block_size=1, steps=1: one call per token, left
+      to right, each token drawn from q(z_s | z_t, p) at alpha_s = 1 with everything after it pure noise.
     """
     if noise_removal not in NOISE_REMOVALS:
         raise ValueError(f"noise_removal must be one of {NOISE_REMOVALS} for Duo, got {noise_removal!r}")
-    steps, P = noise.check_sampling_args(length, steps, prompt, model.cfg.mask_id)
+    decode.check_order(order, ('random',), 'Duo')
+    decode.blocks(length, block_size)                                              # checks block_size
+    steps, _ = noise.check_sampling_args(length, steps if block_size is None else (steps or block_size), None,
+                                         model.cfg.mask_id)
     V = model.cfg.vocab_size
     device = next(model.parameters()).device
-    prompt = None if P == 0 else prompt.to(device)
+    given = decode.resolve_given(n, length, prompt, given, V, model.cfg.mask_id, device)
+    fixed = given != decode.FREE                                                    # (n, L) bool
     x = torch.randint(0, V, (n, length), generator=generator, device=device)       # the prior: uniform on [0, V)
-    if P:
-        x[:, :P] = prompt
+    x = torch.where(fixed, given, x)
     grid = noise.sampling_grid(steps)                                               # (steps + 1,) float64, 1 -> 1e-5
-    for k in range(steps + 1):            # `steps` ancestral steps, then the noise removal at t0 = tau_steps = 1e-5
-        t = grid[k]
-        logits = _network(model, x, t)                                              # (n, L, V)
-        if k == steps and noise_removal == 'greedy':
-            x = logits.argmax(dim=-1)                                               # greedy tail: argmax_j p_j
-        else:
-            alpha_t = noise.alpha(t)
-            alpha_s = noise.alpha(grid[k + 1]) if k < steps else torch.ones_like(alpha_t)  # removal: alpha_s = 1
-            p = noise.probs_from_logits(logits, temperature)                        # (n, L, V) float64, p_mask = 0
-            q = posterior(p, x, alpha_t, alpha_s)                                   # (n, L, V)
-            if top_p < 1.0:
-                q = noise.top_p_filter(q.log(), top_p).softmax(dim=-1)              # nucleus on log q (spec §3.4)
-            x = noise.sample_categorical(q, generator)                              # (n, L)
-        if P:
-            x[:, :P] = prompt                                                       # prompt tokens never change
-        if callback is not None:
-            callback(x)
-    return x, steps + 1
+    greedy = noise_removal == 'greedy'
+    if block_size is None:
+        for k in range(steps + 1):        # `steps` ancestral steps, then the noise removal at t0 = tau_steps = 1e-5
+            alpha_s = noise.alpha(grid[k + 1]) if k < steps else torch.ones((), dtype=torch.float64)
+            x = _step(model, x, grid[k], alpha_s, temperature, top_p, generator, greedy and k == steps)
+            x = torch.where(fixed, given, x)                                        # given tokens never change
+            if callback is not None:
+                callback(x)
+        return x, steps + 1
+    nfe = 0
+    for start, end in decode.blocks(length, block_size):
+        if fixed[:, start:end].all():
+            continue                                                                # nothing to generate here
+        if nfe:                                                                     # re-draw the block and after it
+            noisy = torch.randint(0, V, (n, length - start), generator=generator, device=device)
+            x = torch.cat([x[:, :start], noisy], dim=1)
+            x = torch.where(fixed, given, x)
+        for k in range(steps):
+            last = k == steps - 1
+            alpha_s = torch.ones((), dtype=torch.float64) if last else noise.alpha(grid[k + 1])
+            z = _step(model, x, grid[k], alpha_s, temperature, top_p, generator, greedy and last)
+            nfe += 1
+            x = torch.cat([x[:, :start], z[:, start:]], dim=1)                      # the clean prefix stays
+            x = torch.where(fixed, given, x)
+            if callback is not None:
+                callback(x)
+    return x, nfe

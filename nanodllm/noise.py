@@ -93,6 +93,17 @@ def randint(high, shape, device, generator=None):
     return torch.randint(0, high, shape, device=device)
 
 
+def given_mask(given, x0):
+    """Check a loss's `given` argument -> None or a (B, L) bool tensor on x0's device, True = a given (prompt)
+    position: clean, never corrupted, never scored, visible to attention (the conditional losses of every family)."""
+    if given is None:
+        return None
+    if not torch.is_tensor(given) or given.dtype != torch.bool or given.shape != x0.shape:
+        raise ValueError(f"given must be a bool tensor of x0's shape {tuple(x0.shape)} (True = prompt position), "
+                         f"got {getattr(given, 'dtype', type(given).__name__)} {tuple(getattr(given, 'shape', ()))}")
+    return given.to(x0.device)
+
+
 def sample_t(n, k=0, K=1, generator=None, device='cpu'):
     """Antithetic t for rows [k n, (k + 1) n) of a global batch of n K rows -> (n,) float32 in [1e-3, 1].
 
@@ -156,7 +167,11 @@ def probs_from_logits(logits, temperature=1.0, top_p=1.0):
     """Model logits (..., V) -> float64 sampling probabilities with temperature and top-p.
 
     The mask logit (-1e6) becomes -inf before the temperature, so its probability is exactly 0 at any temperature.
+    temperature=0 is greedy: p is the one-hot of the argmax (the first one on a tie), and every draw from it (the
+    exponential race, or a posterior built on it) returns that token.
     """
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.size(-1)).double()
     logits = logits.double().masked_fill(logits <= NEG_INF, float('-inf')) / max(temperature, 1e-8)
     return top_p_filter(logits, top_p).softmax(dim=-1)
 
