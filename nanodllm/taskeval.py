@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from nanodllm import data, tasks
+from nanodllm import data, evaluate, tasks
 from nanodllm.common import get_family
 
-FREE = -1  # nanodllm.decode.FREE: a position to generate in `given`
+from nanodllm.decode import FREE
 
 
 def load_task(spec, split='test', n=None):
@@ -116,9 +116,9 @@ def evaluate(model, ckpt, task, records, settings, temperature=0.0, batch_size=0
             given = torch.full((len(chunk), length), FREE, dtype=torch.long)
             for i, ids in enumerate(chunk):
                 given[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            kwargs = dict(sampler_kwargs, given=given.to(device), temperature=temperature, generator=gen)
-            if family_name != 'ar':
-                kwargs.update(steps=steps, order='random' if order == 'l2r' else order, block_size=block_size)
+            kwargs = dict(evaluate.sampler_kwargs(ckpt), **sampler_kwargs)  # Eso-LM: the trained alpha0
+            kwargs.update(given=given.to(device), temperature=temperature, generator=gen, steps=steps,
+                          order='random' if order == 'l2r' else order, block_size=block_size)
             t0 = time.perf_counter()
             x, calls = family.sample(model, len(chunk), length, **kwargs)
             if device.type == 'cuda':
