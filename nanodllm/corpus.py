@@ -272,22 +272,29 @@ def _record_text(record, field, where):
 
 def _hf_parts(name, config, field, size):
     """One document per row of the train split of a Hugging Face dataset, streamed (nothing downloaded whole)."""
+    for n, row in enumerate(hf_rows(name, config)):
+        text = _record_text(row, field, f'hf:{name} row {n}')
+        for k, piece in enumerate(_cut(text, size) if text else []):
+            yield 'text', k == 0, piece
+
+
+def hf_rows(name, config, split='train'):
+    """The rows (dicts) of a split of a Hugging Face dataset, streamed; the hub, the network or a missing config is
+    one ValueError line. Also read by nanodllm/records.py (prompt/response records such as hf:openai/gsm8k:main)."""
     import datasets  # optional extra: pip install -e ".[hf]"
     def failed(e):  # the hub, the network, a missing config: one line
         first = (str(e).strip().splitlines() or [''])[0][:200]
         return ValueError(f"cannot stream hf:{name}{':' + config if config else ''} ({type(e).__name__}: {first}): "
                           f"check the name and config, the network, and HF_TOKEN for gated datasets")
     try:
-        rows = iter(datasets.load_dataset(name, config, split='train', streaming=True))
+        rows = iter(datasets.load_dataset(name, config, split=split, streaming=True))
     except Exception as e:
         raise failed(e) from None
-    for n in itertools.count():
+    while True:
         try:
             row = next(rows)
         except StopIteration:
             return
         except Exception as e:
             raise failed(e) from None
-        text = _record_text(row, field, f'hf:{name} row {n}')
-        for k, piece in enumerate(_cut(text, size) if text else []):
-            yield 'text', k == 0, piece
+        yield row

@@ -50,16 +50,19 @@ def _gpt2_encoding():
 
 class Tokenizer:
     """name, n_vocab (real ids only), bos (first token of AR samples), sep (ids put between documents),
-    dtype (of the .bin files: uint16 when n_vocab + 1, the mask id included, fits)."""
+    eos (ends a response and pads its row: prompt/response records, nanodllm/records.py), dtype (of the .bin files:
+    uint16 when n_vocab + 1, the mask id included, fits)."""
     def __init__(self, name):
         if name not in TOKENIZERS:
             raise ValueError(f"unknown tokenizer {name!r}: use one of {TOKENIZERS}")
         self.name = name
         if name == 'byte':   # ids = the UTF-8 bytes of the text
             self.enc, self.n_vocab, self.bos, self.sep = None, 256, ord('\n'), [10, 10]
+            self.eos = 0     # the NUL byte: absent from text (corpus.py refuses it in .txt, records.py in records)
         else:                # GPT-2 BPE; <|endoftext|> (50256) starts samples and separates documents
             self.enc = _gpt2_encoding()
             self.n_vocab, self.bos, self.sep = self.enc.n_vocab, self.enc.eot_token, [self.enc.eot_token]
+            self.eos = self.enc.eot_token  # <|endoftext|>: encode() never produces it from text
         self.dtype = np.dtype(np.uint16 if self.n_vocab + 1 < 2**16 else np.uint32)
 
     def encode(self, text):
@@ -225,7 +228,7 @@ def _tokenize(corpus, tok, out_dir, key, signature, workers):
             raise ValueError(f"no text in {corpus.source}: every document is empty; pass non-empty text")
         if key['val_fraction'] and not state['val_documents']:  # too few documents: val = the last f of the tokens
             n_val = int(state['train_tokens'] * key['val_fraction'])
-            _move_tail(work, n_val, size)
+            _move_tail(work / 'train.bin', work / 'val.bin', n_val * size)
             state['train_tokens'], state['val_tokens'] = state['train_tokens'] - n_val, n_val
         if corpus.signature() != signature:
             raise ValueError(f"{corpus.source} changed while it was tokenized: prepare again once it is final")
@@ -244,15 +247,15 @@ def _tokenize(corpus, tok, out_dir, key, signature, workers):
     os.rename(work, out_dir)  # atomic: out_dir is absent or empty (checked under the lock)
     _fsync(out_dir.parent)
 
-def _move_tail(work, n_val, itemsize):
-    """val.bin = the last n_val tokens of train.bin, which loses them (the split of a corpus of few documents)."""
-    n_train = _size(work / 'train.bin') // itemsize - n_val
-    with open(work / 'train.bin', 'rb') as src, open(work / 'val.bin', 'wb') as dst:
-        src.seek(n_train * itemsize)
+def _move_tail(train, val, n_bytes):
+    """val = the last n_bytes of train, which loses them (the split of a corpus of few documents, or records)."""
+    keep = _size(train) - n_bytes
+    with open(train, 'rb') as src, open(val, 'wb') as dst:
+        src.seek(keep)
         shutil.copyfileobj(src, dst, 1 << 22)
         dst.flush()
         os.fsync(dst.fileno())
-    os.truncate(work / 'train.bin', n_train * itemsize)  # killed after this: train.bin < committed, a fresh start
+    os.truncate(train, keep)  # killed after this: train.bin < committed, a fresh start
 
 def _commit(files, state, work):
     for f in files.values():
@@ -311,21 +314,40 @@ def _n_blocks(bin_path, batch_size, seq_len, world_size, split):
             f"{split} data" + (" (e.g. a larger val_fraction)" if split == 'val' else ""))
     return n_blocks
 
-def _to_batch(tokens, blocks, seq_len, device):
-    """tokens (N,) memmap, blocks: block indices (B,) -> LongTensor (B, seq_len) on device."""
+def _to_batch(tokens, blocks, seq_len, device, prompt_lengths=None):
+    """tokens (N,) memmap, blocks: block indices (B,) -> LongTensor (B, seq_len) on device; with prompt_lengths
+    (records: the (rows,) prompt length of each row) -> (x0, given), given (B, seq_len) bool, True on the prompt."""
     x = torch.from_numpy(np.stack([tokens[i * seq_len:(i + 1) * seq_len] for i in blocks]).astype(np.int64))
+    out = [x]
+    if prompt_lengths is not None:
+        lengths = torch.from_numpy(prompt_lengths[np.asarray(blocks, dtype=np.int64)].astype(np.int64))  # (B,)
+        out.append(torch.arange(seq_len) < lengths[:, None])                                    # (B, L) bool
     if torch.device(device).type == 'cuda':
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
+        out = [t.pin_memory().to(device, non_blocking=True) for t in out]
+    else:
+        out = [t.to(device) for t in out]
+    return out[0] if prompt_lengths is None else tuple(out)
+
+
+def _prompt_lengths(path):
+    """The int32 prompt length of each row of a records split (nanodllm/records.py), or None for text data."""
+    return None if path is None else np.fromfile(path, dtype=np.int32)
+
+
+def split_batch(batch):
+    """A Loader / eval_batches batch -> (x0 (B, L), given (B, L) bool or None): given is None for text data."""
+    return batch if isinstance(batch, tuple) else (batch, None)
 
 class Loader:
     """Infinite (batch_size, seq_len) training batches. The stream is cut into non-overlapping blocks of seq_len
     tokens; each epoch visits them in a random order seeded by (seed, epoch), identical on all ranks. Step s
     uses blocks order[s*B*W : (s+1)*B*W] and rank r takes the r-th B of them, so 1 process with batch 2B sees the
-    same blocks as 2 ranks with batch B. The last incomplete global batch of an epoch is dropped."""
-    def __init__(self, bin_path, batch_size, seq_len, rank=0, world_size=1, seed=0, device='cpu'):
+    same blocks as 2 ranks with batch B. The last incomplete global batch of an epoch is dropped.
+    prompt_path: for prompt/response records (nanodllm/records.py), where a block is one row, the file of its prompt
+    lengths: next_batch then returns (x0, given), given (B, T) bool True on the prompt (the row's given positions)."""
+    def __init__(self, bin_path, batch_size, seq_len, rank=0, world_size=1, seed=0, device='cpu', prompt_path=None):
         self.bin_path, self.B, self.T, self.rank, self.W = bin_path, batch_size, seq_len, rank, world_size
-        self.seed, self.device = seed, device
+        self.seed, self.device, self.prompt_lengths = seed, device, _prompt_lengths(prompt_path)
         self.n_blocks = _n_blocks(bin_path, batch_size, seq_len, world_size, 'train')
         self.steps_per_epoch = self.n_blocks // (batch_size * world_size)
         self.epoch, self.step = 0, 0  # position of the next batch
@@ -341,7 +363,7 @@ class Loader:
         self.step += 1
         # re-open the memmap per batch like nanoGPT: a long-lived memmap keeps every page it touched mapped,
         # so the resident memory would grow to the whole file (opening costs microseconds)
-        return _to_batch(_open_bin(self.bin_path), blocks, self.T, self.device)
+        return _to_batch(_open_bin(self.bin_path), blocks, self.T, self.device, self.prompt_lengths)
 
     def state_dict(self):
         return dict(epoch=self.epoch, step=self.step, seed=self.seed, global_batch=self.B * self.W, seq_len=self.T)
@@ -353,15 +375,18 @@ class Loader:
                              f"--seq-len and batch_size*world_size")
         self.epoch, self.step = state['epoch'], state['step']
 
-def eval_batches(bin_path, batch_size, seq_len, rank=0, world_size=1, max_batches=None, device='cpu'):
+def eval_batches(bin_path, batch_size, seq_len, rank=0, world_size=1, max_batches=None, device='cpu',
+                 prompt_path=None):
     """Fixed evaluation batches: global batch k = blocks [k*B*W, (k+1)*B*W) in file order, rank r takes the r-th B.
-    Every rank gets the same number of batches. Errors are raised here, not at the first next()."""
+    Every rank gets the same number of batches. Errors are raised here, not at the first next().
+    prompt_path: as for Loader (records: batches are (x0, given))."""
+    prompt_lengths = _prompt_lengths(prompt_path)
     n_batches = _n_blocks(bin_path, batch_size, seq_len, world_size, 'val') // (batch_size * world_size)
     n_batches = n_batches if max_batches is None else min(n_batches, max_batches)
     def batches():
         for k in range(n_batches):
             start = (k * world_size + rank) * batch_size
-            yield _to_batch(_open_bin(bin_path), range(start, start + batch_size), seq_len, device)
+            yield _to_batch(_open_bin(bin_path), range(start, start + batch_size), seq_len, device, prompt_lengths)
     return batches()
 
 # -----------------------------------------------------------------------------
