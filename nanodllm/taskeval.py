@@ -17,10 +17,11 @@ import time
 
 import torch
 
-from nanodllm import data, evaluate, tasks
+from nanodllm import data, tasks
 from nanodllm.common import get_family
 
 from nanodllm.decode import FREE
+from nanodllm.evaluate import sampler_kwargs as family_kwargs
 
 
 def load_task(spec, split='test', n=None):
@@ -116,7 +117,7 @@ def evaluate(model, ckpt, task, records, settings, temperature=0.0, batch_size=0
             given = torch.full((len(chunk), length), FREE, dtype=torch.long)
             for i, ids in enumerate(chunk):
                 given[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-            kwargs = dict(evaluate.sampler_kwargs(ckpt), **sampler_kwargs)  # Eso-LM: the trained alpha0
+            kwargs = dict(family_kwargs(ckpt), **sampler_kwargs)  # Eso-LM: the trained alpha0
             kwargs.update(given=given.to(device), temperature=temperature, generator=gen, steps=steps,
                           order='random' if order == 'l2r' else order, block_size=block_size)
             t0 = time.perf_counter()
