@@ -4,6 +4,12 @@
     python sample.py --ckpt out/ckpt.pt --prompt "ROMEO:" --num-samples 3 --steps 64 --show-steps 8
     python sample.py --ckpt out/ckpt.pt --eval --judge runs/judge/ckpt.pt --num-samples 64 --steps 16,32,64,128
     python sample.py --ckpt out/ckpt.pt --task sudoku --order confidence --steps 8,32   # task accuracy, NFE, tok/s
+    python sample.py --ckpt sft/ckpt.pt --prompt "What is 3+4?" --temperature 0 --order confidence
+    python sample.py --ckpt out/ckpt.pt --infill "O Romeo, [_6_] art thou Romeo?" --show-steps 1
+
+A checkpoint fine-tuned on prompt/response records generates the response after --prompt (no BOS), shown up to its
+first EOS. --infill fills gaps at any positions (diffusion families; nanodllm/infill.py has the gap syntax).
+--task decodes a task's test records and prints accuracy, NFE and tok/s (nanodllm/taskeval.py).
 
 Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is missing, unsafe, corrupt or edited);
 1 the sampler failed (non-finite probabilities, out of memory). Each error is one line on stderr.
@@ -15,7 +21,7 @@ import time
 
 import torch
 
-from nanodllm import cli, data
+from nanodllm import cli, data, decode, infill
 from nanodllm.common import free_memory, get_family, load_checkpoint, resolve_device
 
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
@@ -27,7 +33,7 @@ p.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per 
 p.add_argument('--steps', type=cli.list_of(cli.integer(min=0)), default=[0],
                help='diffusion sampling steps (0: one per token); ignored by AR; --eval takes a comma-separated list')
 p.add_argument('--temperature', type=cli.number(ge=0), default=1.0,
-               help='0: always the most likely token (diffusion families still choose the positions at random)')
+               help='0: greedy, always the most likely token (the positions follow --order)')
 p.add_argument('--top-p', type=cli.number(gt=0, le=1), default=1.0, help='nucleus sampling mass in (0, 1] (1: off)')
 p.add_argument('--seed', type=cli.integer(min=0), default=0)
 p.add_argument('--noise-removal', choices=('ancestral', 'greedy', 'none'), default=None,
@@ -50,7 +56,20 @@ p.add_argument('--task', default='', help='print test accuracy, NFE and tok/s pe
                '--temperature is given): a bundled task (sudoku, arith, countdown), a folder from python -m '
                'nanodllm.tasks, or a GSM8K-style .jsonl')
 p.add_argument('--task-records', type=cli.integer(min=0), default=0, help='--task: the first N test records (0: all)')
+# conditional generation: given tokens at any positions, decoding orders (the samplers' given/order/block_size)
+cond = p.add_argument_group('conditional generation')
+cond.add_argument('--infill', default='', help='text with gaps to fill: [____] = one token per underscore, [_N_] = '
+                  'N tokens, e.g. "O Romeo, [_6_] art thou Romeo?" (diffusion families; --length: free positions '
+                  'after it up to that length)')
+cond.add_argument('--order', choices=('random', 'confidence', 'margin'), default='random',
+                  help="which positions to commit: the family's own sampler (random) | highest top probability | "
+                       "largest top1 - top2 margin (mdlm, eso)")
+cond.add_argument('--block-size', type=cli.integer(min=1), default=None,
+                  help='semi-autoregressive blocks left to right, --steps steps per block (1 with --steps 1: one '
+                       'token per step, left to right)')
 args = p.parse_args()
+if args.infill and (args.prompt or args.eval):
+    p.fail("--infill is the whole row (its text and gaps): drop --prompt and --eval")
 if len(args.steps) > 1 and not (args.eval or args.task):
     p.fail("several --steps values need --eval (sample quality per step count); pass one value")
 if args.eval and (args.prompt or not args.judge):
@@ -72,11 +91,25 @@ try:
     ids = tokenizer.encode(args.prompt) if args.prompt else []
 except (UnicodeError, ValueError) as e:  # e.g. bytes that are not UTF-8 on the command line
     p.fail(f"--prompt cannot be encoded by the {tokenizer.name} tokenizer ({type(e).__name__}): pass UTF-8 text")
-if getattr(family, 'BOS_PREFIX', False):
+responses = bool(args.prompt) and ckpt.get('data_kind') == 'records'  # prompt/response form: no BOS, cut at EOS
+if getattr(family, 'BOS_PREFIX', False) and not responses:
     ids = [tokenizer.bos] + ids
 if len(ids) >= length:
     p.fail(f"the prompt is {len(ids)} tokens but samples are {length} long: shorten --prompt or raise --length")
 prompt = torch.tensor(ids, dtype=torch.long) if ids else None
+given, gaps = None, None
+if args.infill:  # the row = the template: given text, FREE gaps (nanodllm/infill.py)
+    if getattr(family, 'BOS_PREFIX', False):
+        p.fail(f"--infill needs a diffusion family (mdlm, duo, eso): {ckpt['family']} generates left to right only; "
+               f"use --prompt")
+    try:
+        row, gaps = infill.template_row(args.infill, tokenizer, context=model.cfg.seq_len)
+    except (UnicodeError, ValueError) as e:
+        p.fail(e)
+    if args.length and args.length < len(row):
+        p.fail(f"--infill is {len(row)} tokens (text and gaps) but --length is {args.length}: raise or drop --length")
+    row += [decode.FREE] * (args.length - len(row) if args.length else 0)  # --length: free positions after it
+    prompt, given, length = None, torch.tensor(row, device=device).expand(args.num_samples, -1), len(row)
 
 # memory: each network call scores `rows` positions per sample (AR with its KV cache: 1; the others: up to all of
 # them) into a few float64 (n, rows, V) tensors, and attention holds (n, H, rows, length) scores
@@ -98,18 +131,22 @@ if args.noise_removal is not None and args.noise_removal not in family.NOISE_REM
     p.fail(f"--noise-removal {args.noise_removal} is not available for {ckpt['family']}: use one of "
            f"{', '.join(family.NOISE_REMOVALS)}")
 kwargs = {k: v for k, v in wanted.items() if v is not None}
+kwargs.update({k: v for k, v in dict(order=args.order, block_size=args.block_size).items()
+               if v not in (None, 'random')})  # the samplers refuse an order they cannot run (one line)
 if 'alpha0' in accepted and 'alpha0' not in kwargs and 'alpha0' in ckpt['options']:
     kwargs['alpha0'] = ckpt['options']['alpha0']  # sample as trained unless --alpha0 says otherwise
 
 if args.task:  # task accuracy instead of printed samples: one row per step count (nanodllm/taskeval.py)
     from nanodllm import taskeval
-    order, block = getattr(args, 'order', 'random'), getattr(args, 'block_size', None)
+    order, block = args.order, args.block_size
     try:
         task, records, params = taskeval.load_task(args.task, n=args.task_records or None)
-        settings = [(order, s or None, block) for s in args.steps] if ckpt['family'] != 'ar' else [('l2r', None, None)]
+        settings = [('l2r' if ckpt['family'] == 'ar' and order == 'random' else order, s or None, block)
+                    for s in (args.steps if ckpt['family'] != 'ar' else [0])]
         temperature = args.temperature if any(a.startswith('--temperature') for a in sys.argv[1:]) else 0.0
         rows = taskeval.evaluate(model, ckpt, task, records, settings, temperature=temperature,
-                                 batch_size=args.batch_size, seed=args.seed, length=length, **kwargs)
+                                 batch_size=args.batch_size, seed=args.seed, length=length,
+                                 **{k: v for k, v in kwargs.items() if k not in ('order', 'block_size')})
     except ValueError as e:
         p.fail(e)
     print(f"{ckpt['family']} on {task} {params}, {len(records)} test records, temperature {temperature}")
@@ -149,12 +186,19 @@ t0 = time.time()
 try:
     x, nfe = family.sample(model, args.num_samples, length, steps=args.steps[0] or None, prompt=prompt,
                            temperature=args.temperature, top_p=args.top_p,
-                           generator=torch.Generator(device).manual_seed(args.seed), callback=show, **kwargs)
+                           generator=torch.Generator(device).manual_seed(args.seed), callback=show, given=given,
+                           **kwargs)
+except ValueError as e:  # an order or a block size the family cannot run
+    p.fail(e)
 except FloatingPointError as e:  # NaN probabilities: never print them as text
     p.fail(e, code=1)
 except (torch.OutOfMemoryError, MemoryError):
     p.fail("out of memory while sampling: lower --num-samples or --length", code=1)
 dt = time.time() - t0
-for i in range(args.num_samples):
-    print(f"\n=== sample {i} ===\n{tokenizer.decode(x[i].tolist(), mask_id=mask_id)}")
+rows = x.tolist()
+if responses:  # prompt + response, up to the response's first EOS
+    rows = decode.cut_at_eos(x, tokenizer.eos, decode.resolve_given(args.num_samples, length, prompt=prompt))
+for i, row in enumerate(rows):
+    text = infill.show_infill(row, gaps, tokenizer, mask_id) if gaps else tokenizer.decode(row, mask_id=mask_id)
+    print(f"\n=== sample {i} ===\n{text}")
 print(f"\n{nfe} network calls, {dt:.2f}s, {args.num_samples * length / dt:,.0f} tok/s")

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from nanodllm import checkpoint, cli, data, flops, loop, memory, parallel, rundir
+from nanodllm import checkpoint, cli, data, flops, loop, memory, parallel, records, rundir
 from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, exit_process, free_memory, get_family,
                              init_distributed, resolve_dtype, run_info)
 from nanodllm.config import SIZES, get_config
@@ -93,6 +93,11 @@ p.add_argument('--activation-checkpointing', action='store_true',
                help='keep only each block\'s input and recompute the block in the backward: ~12x less activation '
                     'memory for ~1/3 more compute')
 p.add_argument('--seed', type=cli.integer(min=0, max=2**31 - 1), default=1)
+# fine-tuning: a --data .jsonl of prompt/response (or question/answer) records is found by its fields (records.py)
+tune = p.add_argument_group('fine-tuning')
+tune.add_argument('--init-from', default=None, metavar='CKPT',
+                  help='start from the weights of a train.py checkpoint (same --family, --size, --tokenizer); '
+                       'optimizer, schedule and step start fresh')
 args = p.parse_args()
 
 family = get_family(args.family)
@@ -149,15 +154,16 @@ ckpt_path = run.ckpt_path
 # -----------------------------------------------------------------------------
 # data: data.prepare raises a one-line ValueError for every problem with --data
 try:  # rank 0 tokenizes once ...
-    meta = data.prepare(args.data, args.tokenizer, text_field=args.text_field) if master else None
+    meta = records.prepare_any(args.data, args.tokenizer, args.seq_len, args.text_field) if master else None
 except (ValueError, OSError) as e:
     problem = e
 p.fail_together(problem, ddp, device)  # (under DDP also the barrier: the other ranks wait for rank 0's files)
 try:
-    meta = meta or data.prepare(args.data, args.tokenizer, text_field=args.text_field)  # ... the others read it
+    meta = meta or records.prepare_any(args.data, args.tokenizer, args.seq_len, args.text_field)  # ... the others
     tokenizer = data.get_tokenizer(args.tokenizer)
     train_loader = data.Loader(os.path.join(meta['out_dir'], 'train.bin'), micro, args.seq_len, rank, world,
-                               seed=args.seed, device=device)
+                               seed=args.seed, device=device, prompt_path=records.prompt_path(meta, 'train'))
+    val_prompts = records.prompt_path(meta, 'val')  # records: each row's prompt length (its given positions)
     val_path = os.path.join(meta['out_dir'], 'val.bin')
     n_eval = eval_set_size(args.eval_sequences, meta['val_tokens'], args.seq_len)  # the first n_eval val sequences
     data.eval_batches(val_path, batch_rows(n_eval, micro, world), args.seq_len, rank, world)  # raises now if too few
@@ -190,11 +196,18 @@ model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the com
 optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=1e-8,
                               weight_decay=args.weight_decay, fused=device.type == 'cuda')  # FSDP: over the shards
 scaler = torch.amp.GradScaler(device.type, enabled=dtype == 'float16')  # fp16 needs loss scaling; a no-op otherwise
-start_step, val_loss, seconds_before, resumed = 0, None, 0.0, ''
+start_step, val_loss, seconds_before, resumed, init_info = 0, None, 0.0, '', None
+if args.init_from and not args.resume:  # fine-tuning: the weights only (checkpoint.init_from checks the model)
+    try:
+        init_info = checkpoint.init_from(args.init_from, raw_model, args.family, args.size, args.tokenizer,
+                                         mmap=device.type == 'cuda')
+    except ValueError as e:
+        problem = e
+    p.fail_together(problem, ddp, device)
 if args.resume:  # any mode's checkpoint, on any process count; under FSDP every rank loads its shards
     expected = dict(family=args.family, options=options, size=args.size, seq_len=args.seq_len, seed=args.seed,
                     tokenizer=args.tokenizer, data=args.data, batch_size=batch_size, model_config=asdict(cfg),
-                    data_sha256=meta.get('source_sha256'))
+                    data_sha256=meta.get('source_sha256'), init_from=args.init_from)
     hyper = dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)  # this run's, over the saved ones
     try:  # (mmap on GPUs: the page cache holds one copy of the file for all the ranks)
         ckpt, note = checkpoint.resume(ckpt_path, raw_model, optimizer, scaler, train_loader, expected, hyper,
@@ -203,6 +216,7 @@ if args.resume:  # any mode's checkpoint, on any process count; under FSDP every
         problem = e
     p.fail_together(problem, ddp, device)
     start_step, val_loss, seconds_before = ckpt['step'], ckpt.get('val_loss'), ckpt.get('train_seconds', 0.0)
+    init_info = ckpt.get('init_from')  # a resumed fine-tune still says where it started
     resumed = f"resumed {ckpt_path} at step {start_step} (trained in {ckpt.get('dtype')}){note}"
     if start_step > max_steps:
         p.fail(f"--resume: the checkpoint is at step {start_step}, beyond the {max_steps} steps asked for: raise "
@@ -226,7 +240,7 @@ def get_lr(step):
 def evaluate():
     """Validation loss on the first --eval-sequences sequences, each with its own noise (nanodllm/validation.py)."""
     return validation_loss(raw_model, family, options, val_path, n_eval, micro, args.seq_len, rank, world, ddp,
-                           device, autocast)
+                           device, autocast, prompt_path=val_prompts)
 
 
 def show_sample(step):
@@ -272,7 +286,8 @@ def save(step):
             model_state, cfg, args, args.family, options, args.tokenizer, step=step, val_loss=val_loss, dtype=dtype,
             optimizer=optim_state, scaler=scaler.state_dict(), loader=batches.state_dict(), rng=rng,
             layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
-            data_sha256=meta.get('source_sha256'), train_seconds=seconds_before + time.time() - t_train))
+            data_sha256=meta.get('source_sha256'), data_kind=meta.get('kind', 'text'),
+            init_from=init_info, train_seconds=seconds_before + time.time() - t_train))
 
 
 def results(status, step, message=None):
@@ -340,6 +355,11 @@ if 'loss_type' in options:
     run.log(f"training loss: {options['loss_type']}; validation: NELBO (an upper bound on the NLL)")
 if resumed:
     run.log(resumed)
+if meta.get('kind') == 'records':
+    run.log(records.summary(meta) + "; loss per response + pad token, the prompt given")
+if init_info and not args.resume:
+    run.log(f"initialised from {init_info['path']} (step {init_info['step']}, val {init_info['val_loss']}): "
+            f"fresh optimizer and schedule")
 
 # -----------------------------------------------------------------------------
 # training loop: only log steps, evaluations and checkpoints make the host wait for the GPU (nanodllm/loop.py)
@@ -394,12 +414,12 @@ for step in range(start_step, max_steps + 1):
     train_loss = torch.zeros((), device=device)
     try:
         for micro_step in range(grad_accum):
-            x0 = batches.next_batch()                                     # (micro, L), on the device already
+            x0, given = data.split_batch(batches.next_batch())            # (micro, L); given: records' prompts
             parallel.set_grad_sync(model, micro_step == grad_accum - 1)   # reduce gradients on the last one only
             with autocast:
                 strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice
                 nll, n = family.loss(model, x0, train=True, strata=strata,
-                                     generator=torch.Generator().manual_seed(t_gen_seed), **options)
+                                     generator=torch.Generator().manual_seed(t_gen_seed), given=given, **options)
             batches.prefetch()  # the next micro-batch is read and copied while this forward runs (as nanoGPT)
             loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: sum = batch mean
             scaler.scale(loss).backward()

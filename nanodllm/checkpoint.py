@@ -7,6 +7,8 @@ never execute code. Keys (version 2):
   nanodllm_checkpoint  2 (version 1, written before the RNG state was saved, can be sampled from, not resumed)
   family, options, tokenizer, model_config, model    what sample.py needs to rebuild and run the model
   step, val_loss, dtype, args, run_info              where it comes from (args: the train.py flags, as a dict)
+  data_kind, init_from                               'text' | 'records' (prompt/response rows: sample.py's --prompt
+                                                     form); a fine-tune's start {path, step, val_loss, data} or None
   optimizer, scaler, loader, rng, layout, data_sha256, train_seconds   what --resume needs:
     rng = one {'cpu', 'cuda'} generator state per rank (rank order); layout = {batch_size, micro_batch_size,
     world_size}; loader = the data position (nanodllm.data.Loader.state_dict()).
@@ -242,6 +244,31 @@ def load_checkpoint(path, device='cpu'):
     model = Model(ModelConfig(**ckpt['model_config']))
     load_weights(model, ckpt, path)
     return model.to(device).eval(), ckpt
+
+
+def init_from(path, model, family_name, size, tokenizer_name, mmap=False):
+    """`train.py --init-from CKPT` (fine-tuning): load CKPT's weights into the freshly built `model` (maybe wrapped
+    already: DDP, FSDP, every rank calls it) -> what the new checkpoint records as 'init_from' (path, step,
+    val_loss, data of CKPT). The family, the size (the model's shape) and the tokenizer must be CKPT's: one line
+    each otherwise. The context length may differ (rotary positions have no table). Nothing else is taken from
+    CKPT: the optimizer, the schedule and the step start fresh."""
+    ckpt = read_checkpoint(path, mmap=mmap)
+    if ckpt['family'] != family_name:
+        raise CheckpointError(f"--init-from: {path} is a {ckpt['family']} checkpoint but --family is {family_name}: "
+                              f"pass --family {ckpt['family']} (a fine-tune keeps the family it was trained as)")
+    if ckpt['tokenizer'] != tokenizer_name:
+        raise CheckpointError(f"--init-from: {path} was trained with --tokenizer {ckpt['tokenizer']} but "
+                              f"--tokenizer is {tokenizer_name}: pass --tokenizer {ckpt['tokenizer']}")
+    shape = ('n_layer', 'n_head', 'n_embd', 'cond_dim', 'vocab_size')
+    saved, mine = ckpt['model_config'], asdict(model.cfg)
+    if any(saved[k] != mine[k] for k in shape):
+        was = ckpt['args'].get('size', '?')
+        raise CheckpointError(f"--init-from: {path} is a --size {was} model ({saved['n_layer']} layers, width "
+                              f"{saved['n_embd']}, {saved['n_head']} heads) but --size is {size} ({mine['n_layer']} "
+                              f"layers, width {mine['n_embd']}, {mine['n_head']} heads): pass --size {was}")
+    load_weights(model, ckpt, path)
+    return dict(path=os.path.abspath(path), step=ckpt.get('step'), val_loss=ckpt.get('val_loss'),
+                data=ckpt['args'].get('data'))
 
 
 # -----------------------------------------------------------------------------

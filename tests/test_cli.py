@@ -88,6 +88,15 @@ TRAIN = [
     ('out-dir holds a checkpoint', ['--out-dir', '{ckpt_dir}'], 'pass --resume to continue that run or --overwrite', 2),
     ('resume another family', ['--out-dir', '{ckpt_dir}', '--resume', '--family', 'duo'],
      "--resume: --family is 'duo' here but 'mdlm'", 2),
+    ('records without the fields', ['--data', '{nofields}'], "have neither a 'text' field nor 'prompt'/'response'", 2),
+    ('no record fits the row', ['--data', '{longrecords}'], 'fits a row of --seq-len 32 (the shortest needs 41', 2),
+    ('init-from missing', ['--init-from', '{tmp}/none.pt'], 'no checkpoint at', 2),
+    ('init-from another family', ['--init-from', '{mdlm}', '--family', 'ar'],
+     'is a mdlm checkpoint but --family is ar: pass --family mdlm', 2),
+    ('init-from another size', ['--init-from', '{mdlm}', '--family', 'mdlm', '--size', 'zepto'],
+     'is a --size nano model (2 layers, width 64, 2 heads) but --size is zepto', 2),
+    ('init-from another tokenizer', ['--init-from', '{mdlm}', '--family', 'mdlm', '--tokenizer', 'gpt2'],
+     'was trained with --tokenizer byte but --tokenizer is gpt2', 2),
 ]
 if not CUDA:
     TRAIN += [('device cuda unavailable', ['--device', 'cuda'], 'no CUDA GPU is visible', 2),
@@ -126,6 +135,15 @@ SAMPLE = [
     ('prompt not utf-8', ['--prompt', 'caf\udce9'], '--prompt cannot be encoded', 2),
     ('prompt too long', ['--prompt', 'x' * 40, '--length', '20'], 'shorten --prompt or raise --length', 2),
     ('show-steps negative', ['--show-steps', '-1'], 'argument --show-steps: must be an integer >= 0', 2),
+    ('infill gap longer than the context', ['--infill', 'O [_40_] Romeo'], 'is 40 tokens, longer than the model', 2),
+    ('infill longer than the context', ['--infill', 'x' * 30 + '[____]'], "is 34 tokens (text and gaps) but the", 2),
+    ('infill without a gap', ['--infill', 'O Romeo'], '--infill has no gap: mark what to fill with [____]', 2),
+    ('infill gap of 0 tokens', ['--infill', 'O [_0_] Romeo'], 'has 0 tokens', 2),
+    ('infill with ar', ['--ckpt', '{ar}', '--infill', 'O [__] Romeo'], '--infill needs a diffusion family', 2),
+    ('infill and prompt', ['--infill', 'O [__]', '--prompt', 'x'], '--infill is the whole row', 2),
+    ('order unknown', ['--order', 'best'], 'argument --order: invalid choice', 2),
+    ('order duo cannot run', ['--ckpt', '{duo}', '--order', 'confidence'], "cannot decode in order 'confidence'", 2),
+    ('block-size 0', ['--block-size', '0'], 'argument --block-size: must be an integer >= 1', 2),
     ('seed negative', ['--seed', '-3'], 'argument --seed', 2),
     ('device unknown', ['--device', 'gpu0'], "argument --device: unknown device 'gpu0'", 2),
     ('task unknown', ['--task', 'chess'], "unknown task 'chess'", 2),
@@ -171,6 +189,9 @@ def outputs(tmp_path_factory, runner):
     (tmp / 'afile').write_text('not a checkpoint')
     (tmp / 'empty.txt').write_text('')
     (tmp / 'latin1.txt').write_bytes('café au lait'.encode('latin-1'))
+    paths['nofields'], paths['longrecords'] = str(tmp / 'qa.jsonl'), str(tmp / 'long.jsonl')
+    (tmp / 'qa.jsonl').write_text('{"q": "2+2?", "a": "4"}\n')
+    (tmp / 'long.jsonl').write_text('{"prompt": "%s", "response": "%s"}\n' % ('p' * 20, 'r' * 20) * 3)
     torch.save({'nanodllm_checkpoint': 2, 'model': Evil(paths['marker'])}, paths['evil'])
     os.makedirs(paths['ckpt_dir'])
     paths['mdlm'] = _checkpoint(tmp / 'done' / 'ckpt.pt')
