@@ -50,12 +50,13 @@ PRESETS = {
     'quick': dict(tasks={'sudoku': (dict(size=4, blanks=3), 48, 16, 16, 40, 2e9, [4, 24])},
                   families=['ar', 'mdlm'], lrs=[3e-3], ar_weight_decays=[0.1], seeds=[0, 1], size='zepto',
                   train=['--batch-size', '16', '--eval-every', '1000', '--log-every', '50']),
-    'cpu': dict(tasks={'sudoku': (dict(size=4, blanks=8), 2000, 200, 200, 40, 1e12, [4, 8, 24]),
-                       'countdown': (dict(numbers=3, max_number=10, max_target=100), 2000, 200, 200, 32, 1e12,
+    'cpu': dict(tasks={'sudoku': (dict(size=4, blanks=6), 20000, 200, 200, 40, 1e12, [4, 8, 23]),
+                       'countdown': (dict(numbers=3, max_number=10, max_target=100), 10000, 200, 200, 32, 1e12,
                                      [4, 8, 16]),
-                       'arith': (dict(steps=2, max_number=10), 2000, 200, 200, 192, 2e12, [16, 64])},
+                       'arith': (dict(steps=2, max_number=10), 20000, 200, 200, 192, 2e12, [16, 64])},
                 families=list(FAMILIES), lrs=[1e-3, 3e-3, 1e-2], ar_weight_decays=[0.1, 1.0], seeds=[0, 1, 2],
-                size='nano', train=['--batch-size', '32', '--eval-every', '500', '--log-every', '50']),
+                size='nano', train=['--batch-size', '32', '--eval-every', '500', '--eval-sequences', '128',
+                                    '--log-every', '100']),
     'gpu': dict(tasks={'sudoku': (dict(size=9, blanks=45), 50000, 500, 500, 176, 3e15, [8, 32, 96]),
                        'countdown': (dict(numbers=4, max_number=20, max_target=200), 50000, 500, 500, 48, 1e15,
                                      [8, 16, 32]),
@@ -190,6 +191,8 @@ def main(argv):
     p.add_argument('--only', help='comma-separated subset of the preset\'s tasks')
     p.add_argument('--families', help=f"comma-separated subset of the preset's families: {', '.join(FAMILIES)}")
     p.add_argument('--seeds', type=cli.integer(min=1), help="use the preset's first N seeds")
+    p.add_argument('--lrs', type=cli.list_of(cli.number(gt=0)), help="comma-separated learning rates, overrides the "
+                   "preset's grid (the same for every family)")
     p.add_argument('--out-dir', help='default: runs/tasks_<preset>')
     p.add_argument('--jobs', type=cli.integer(min=0), default=0, help='runs at once (0: one per GPU or CPU core)')
     p.add_argument('--collect', action='store_true', help='train nothing: decode and report what has finished')
@@ -209,6 +212,8 @@ def main(argv):
         preset['families'] = a.families.split(',')
     if a.seeds:
         preset['seeds'] = preset['seeds'][:a.seeds]
+    if a.lrs:
+        preset['lrs'] = a.lrs
     out_dir = a.out_dir or os.path.join('runs', f'tasks_{a.preset}')
     try:
         lock = launch.lock(out_dir)  # noqa: F841 (held while this process lives)
