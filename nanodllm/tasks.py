@@ -16,7 +16,7 @@ prompt/response `.jsonl` records the fine-tuning path reads, with disjoint train
 Splits come from one seeded stream of distinct problems (distinct prompts): test first, then val, then train, so the
 test split does not change when --n-train does. Every prompt ends with '\n' (the boundary the decoder starts after).
 
-    python -m nanodllm.tasks sudoku --out data/sudoku --size 4 --blanks 8 --n-train 2000 --n-test 200
+    python -m nanodllm.tasks sudoku --out data/sudoku --grid 4 --blanks 6 --n-train 2000 --n-test 200
     python -m nanodllm.tasks countdown --out data/countdown --numbers 3 --max-number 10
     python -m nanodllm.tasks arith --out data/arith --steps 2
 """
@@ -340,7 +340,7 @@ def main(argv=None):
     p.add_argument('--n-val', type=cli.integer(min=0), default=200)
     p.add_argument('--n-test', type=cli.integer(min=0), default=200)
     p.add_argument('--seed', type=cli.integer(min=0), default=0)
-    p.add_argument('--size', type=cli.integer(min=1), help='sudoku: 4, 6 or 9')
+    p.add_argument('--grid', type=cli.integer(min=1), help='sudoku: the grid size, 4, 6 or 9')
     p.add_argument('--blanks', type=cli.integer(min=0), help='sudoku: blank cells per puzzle')
     p.add_argument('--steps', type=cli.integer(min=0), help='arith: events per problem')
     p.add_argument('--numbers', type=cli.integer(min=0), help='countdown: numbers per problem')
@@ -348,7 +348,7 @@ def main(argv=None):
     p.add_argument('--max-target', type=cli.integer(min=0), help='countdown: the largest target')
     a = p.parse_args(argv)
     try:
-        params = params_of(a.task, size=a.size, blanks=a.blanks, steps=a.steps, numbers=a.numbers,
+        params = params_of(a.task, size=a.grid, blanks=a.blanks, steps=a.steps, numbers=a.numbers,
                            max_number=a.max_number, max_target=a.max_target)
         meta = write_task(a.out, a.task, a.n_train, a.n_val, a.n_test, a.seed, **params)
     except ValueError as e:

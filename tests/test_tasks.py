@@ -152,7 +152,7 @@ def test_cli_writes_the_splits(tmp_path, capsys):
 @pytest.mark.parametrize('argv, phrase', [
     (['chess'], "unknown task 'chess'; valid: sudoku, arith, countdown"),
     (['sudoku', '--blanks', '13'], '13 blanks cannot be generated at 4x4 with a unique solution; use 0 to 12'),
-    (['sudoku', '--size', '5'], 'size 5 is not one of 4, 6, 9'),
+    (['sudoku', '--grid', '5'], 'size 5 is not one of 4, 6, 9'),
     (['arith', '--steps', '0'], '0 steps cannot be generated'),
     (['countdown', '--numbers', '1'], '1 numbers cannot be generated'),
     (['arith', '--blanks', '3'], "task arith has no parameter 'blanks'"),

@@ -1,13 +1,14 @@
 """Lesson 09, part two: reasoning tasks and the family comparison.
 
-    python tutorials/09b_tasks.py            # ~1 min on a laptop CPU: tasks, scorers, two small fine-tunes, orders
+    python tutorials/09b_tasks.py            # ~2 min on a laptop CPU: tasks, scorers, two small fine-tunes, orders
     python tutorials/09b_tasks.py --quick    # seconds (the tests)
-    python tutorials/09b_tasks.py --table benchmarks/results/tasks_cpu/table.json   # draw a finished comparison
+    python tutorials/09b_tasks.py --table runs/tasks_cpu/table.json   # draw your own finished comparison
 
 Generates the bundled tasks (nanodllm/tasks.py), proves a Sudoku unique with the solver, scores hand-made answers,
 fine-tunes AR and MDLM on the same Sudoku records with the conditional losses, and decodes the test puzzles with
 every order and step count (nanodllm/taskeval.py) -> 09b_orders.png (accuracy against NFE, one curve per family and
-order); with --table, 09b_tasks.png redraws a `sweep.py --tasks` comparison (accuracy against tokens/s).
+order) and 09b_tasks.png, the committed `sweep.py --tasks` comparison redrawn (accuracy against tokens/s; --table:
+another one).
 """
 import json
 import math
@@ -17,11 +18,13 @@ import lesson_utils as lu
 import torch
 
 from nanodllm import data, taskeval, tasks, tasksweep
-from nanodllm.common import get_family
+from nanodllm.common import get_family, load_checkpoint
 from nanodllm.config import get_config
 from nanodllm.model import Model
 
 NAMES = {'ar': 'AR', 'mdlm': 'MDLM'}
+TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks', 'results', 'tasks_cpu',
+                     'table.json')  # the committed CPU comparison (README "Reasoning tasks")
 
 
 def show_tasks(seed):
@@ -31,9 +34,10 @@ def show_tasks(seed):
         print(f"[{name}] prompt {r['prompt']!r}\n{' ' * (len(name) + 3)}response {r['response']!r}")
     r = tasks.make_splits('sudoku', 1, 0, 0, seed=seed)['train'][0]
     grid = [int(c) if c != '.' else 0 for c in r['prompt'].strip()]
-    print(f"solutions of the puzzle (counted up to 2): {len(tasks.solve(grid, 4))}; with its first given erased: "
-          f"{len(tasks.solve([0] + grid[1:] if grid[0] else grid, 4))} (still unique, or not: the generator checked "
-          f"every erasure)")
+    erased = list(grid)
+    erased[next(i for i, v in enumerate(grid) if v)] = 0
+    print(f"solutions of the puzzle (counted up to 2): {len(tasks.solve(grid, 4))}; with one more given erased: "
+          f"{len(tasks.solve(erased, 4))} (the generator erases a cell only while the count stays 1)")
     wrong = r['response'][:-1] + ('1' if r['response'][-1] != '1' else '2')
     print(f"sudoku scorer: right {tasks.score('sudoku', r['prompt'], r['response'], r['response'])}, one wrong cell "
           f"{tasks.score('sudoku', r['prompt'], wrong, r['response'])}")
@@ -80,28 +84,35 @@ def plot_orders(results, args):
         ax.plot([r['nfe'] for r in pts], [r['accuracy'] for r in pts], marker='o', label=f"{NAMES[family]}, {order}")
     ax.set_xlabel('network calls per batch (NFE)')
     ax.set_ylabel('test accuracy (whole grid right)')
-    ax.set_title('4x4 Sudoku: the same records, two families, every order')
+    ax.set_title('4x4 Sudoku (6 blanks): AR and MDLM on the same records, every order')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     lu.savefig(fig, args, '09b_orders.png')
 
 
 def main(argv=None):
-    p = lu.parser(__doc__)
-    p.add_argument('--table', default='', help='a sweep.py --tasks table.json to redraw as 09b_tasks.png')
+    p = lu.parser(__doc__, ckpt='many')
+    p.add_argument('--table', default=TABLE, help='a sweep.py --tasks table.json to redraw as 09b_tasks.png')
     args = p.parse_args(argv)
     show_tasks(args.seed)
-    n_train, steps, size = (64, 30, 'zepto') if args.quick else (4000, 1500, 'nano')
-    splits = tasks.make_splits('sudoku', n_train, 0, 16 if args.quick else 200, seed=args.seed, size=4, blanks=4)
-    L, results = 40, {}
+    n_train, n_test, size = (64, 16, 'zepto') if args.quick else (20000, 200, 'nano')
+    steps = args.train_steps or (30 if args.quick else 1000)
+    # the sudoku of sweep.py --tasks --preset cpu: the same test split (test records come first in the stream)
+    splits = tasks.make_splits('sudoku', n_train, 0, n_test, size=4, blanks=6)
+    L, results, given = 40, {}, {}
+    for path in args.ckpt:  # checkpoints trained on these records (e.g. the sweep's runs) replace the training
+        model, ckpt = load_checkpoint(path, 'cpu')  # (lu.load would also read its data as text: these are records)
+        given[ckpt['family']] = (model, ckpt)
     for family in ('ar', 'mdlm'):
-        model, ckpt = fine_tune(family, splits['train'], L, steps, args.seed, size)
-        settings = taskeval.decode_settings(family, [2, 4, 8, 24], orders=('l2r', 'random', 'confidence'))
+        model, ckpt = given.get(family) or fine_tune(family, splits['train'], L, steps, args.seed, size)
+        settings = taskeval.decode_settings(family, [2, 4, 8, 23], orders=('l2r', 'random', 'confidence'))
         for row in taskeval.evaluate(model, ckpt, 'sudoku', splits['test'], settings):
             results.setdefault((family, row['order']), []).append(row)
             print(f"{NAMES[family]:>4} {row['order']:>10} steps {str(row['steps']):>4}: accuracy {row['accuracy']:.3f}"
                   f", cells {row['cells']:.3f}, NFE {row['nfe']}")
     plot_orders(results, args)
+    if args.table and not os.path.isfile(args.table):
+        lu.fail(f"--table {args.table}: no such file; run python sweep.py --tasks first, or pass its table.json")
     if args.table:
         with open(args.table) as f:
             summary = json.load(f)['summary']
