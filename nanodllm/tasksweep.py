@@ -341,13 +341,19 @@ def write_outputs(out_dir, preset, rows, selection, runs, command):
     return path
 
 
+COLORS = {'ar': 'tab:blue', 'mdlm': 'tab:orange', 'duo': 'tab:green', 'eso': 'tab:red'}
+STYLES = {'l2r': ('s', ':'), 'random': ('o', '-'), 'confidence': ('^', '--'), 'margin': ('v', '-.')}
+
+
 def plot(summary, path):
-    """Accuracy against tokens/s, one panel per task, one curve per (family, order) over the step counts."""
+    """Accuracy against tokens/s, one panel per task, one curve per (family, order) over the step counts: the colour
+    is the family, the marker and line the order."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     task_names = list(dict.fromkeys(s['task'] for s in summary))
-    fig, axes = plt.subplots(1, len(task_names), figsize=(5 * len(task_names), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(task_names), figsize=(5.5 * len(task_names), 4.2), squeeze=False)
     for ax, task in zip(axes[0], task_names):
         curves = {}
         for s in summary:
@@ -355,15 +361,17 @@ def plot(summary, path):
                 curves.setdefault((s['family'], s['order']), []).append(s)
         for (family, order), pts in curves.items():
             pts = sorted(pts, key=lambda s: s['tokens_per_s'])
+            marker, line = STYLES.get(order, ('o', '-'))
             ax.errorbar([s['tokens_per_s'] for s in pts], [s['accuracy'] for s in pts],
-                        yerr=[s['accuracy_std'] for s in pts], marker='o', capsize=2,
-                        label=f"{FAMILIES[family][0]}, {order}")
+                        yerr=[s['accuracy_std'] for s in pts], marker=marker, linestyle=line, capsize=2,
+                        color=COLORS.get(family), label=f"{FAMILIES[family][0]}, {order}")
         ax.set_xscale('log')
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel('tokens/s (generated positions per second)')
-        ax.set_ylabel('test accuracy')
+        ax.set_ylabel('test accuracy (mean ± std over seeds)')
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
