@@ -51,14 +51,14 @@ def test_decode_response_cuts_at_the_first_eos():
 
 @pytest.mark.slow
 @pytest.mark.parametrize('task, params, L', [('sudoku', dict(size=4, blanks=6), 40),
-                                             ('countdown', dict(numbers=3), 32), ('arith', dict(steps=1), 112)])
+                                             ('countdown', dict(numbers=3), 32), ('arith', dict(steps=1), 80)])
 def test_a_fine_tuned_tiny_ar_model_decodes_its_records_exactly(task, params, L):
-    """AR memorises three records of each task in 300 steps and decodes every one exactly (accuracy 1.0), and the
+    """AR memorises three records of each task (two of arith, whose rows are longer) in 300 steps and decodes every one exactly (accuracy 1.0), and the
     untrained model is scored 0 by the same pipeline: the top is earned, not given."""
-    records = tasks.make_splits(task, 3, 0, 0, **params)['train']
+    records = tasks.make_splits(task, 3 if task != 'arith' else 2, 0, 0, **params)['train']
     model, ckpt = overfit('ar', records, L)
     [r] = taskeval.evaluate(model, ckpt, task, records, taskeval.decode_settings('ar', []))
-    assert r['accuracy'] == 1.0 and r['n'] == 3 and r['nfe'] >= 1 and r['tokens_per_s'] > 0, r
+    assert r['accuracy'] == 1.0 and r['n'] == len(records) and r['nfe'] >= 1 and r['tokens_per_s'] > 0, r
     if task == 'sudoku':
         assert r['cells'] == 1.0
     untrained, _ = overfit('ar', records, L, steps=0)
