@@ -1,6 +1,6 @@
 """Lesson 09, part two: reasoning tasks and the family comparison.
 
-    python tutorials/09b_tasks.py            # ~2 min on a laptop CPU: tasks, scorers, two small fine-tunes, orders
+    python tutorials/09b_tasks.py            # tasks, scorers, two nano fine-tunes of 1,000 steps (untimed), orders
     python tutorials/09b_tasks.py --quick    # seconds (the tests)
     python tutorials/09b_tasks.py --table runs/tasks_cpu/table.json   # draw your own finished comparison
 
