@@ -12,7 +12,10 @@ first EOS. --infill fills gaps at any positions (diffusion families; nanodllm/in
 --task decodes a task's test records and prints accuracy, NFE and tok/s (nanodllm/taskeval.py).
 
 Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is missing, unsafe, corrupt or edited);
-1 the sampler failed (non-finite probabilities, out of memory). Each error is one line on stderr.
+1 the sampler failed (non-finite probabilities, out of memory); 130 Ctrl-C. Each error is one line on stderr.
+Before sampling, what it will allocate (the KV cache at its full length, the tokens, the largest network call:
+nanodllm/memory.py sampling_bytes) is checked against the free memory; a --length past the training length warns,
+more than 8x past it is refused.
 """
 import inspect
 import os
@@ -21,15 +24,19 @@ import time
 
 import torch
 
-from nanodllm import cli, data, decode, infill
-from nanodllm.common import free_memory, get_family, load_checkpoint, resolve_device
+from nanodllm import cli, data, decode, infill, memory
+from nanodllm.checkpoint import load_checkpoint
+from nanodllm.common import free_memory, resolve_device
+from nanodllm.families import get_family
 
+FAR_PAST = 8  # --length at most this many times the training length (longer: refused; longer than it: a warning)
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--ckpt', default='out/ckpt.pt', help='checkpoint written by train.py')
 p.add_argument('--prompt', default='', help='text the samples start with (kept fixed; empty: unconditional)')
 p.add_argument('--num-samples', type=cli.integer(min=1), default=2)
 p.add_argument('--length', type=cli.integer(min=0), default=0, help='tokens per sample, prompt included (0: the '
-               'training length)')
+               'training length). Longer: a warning, as positions past it were never trained; more than '
+               f'{FAR_PAST}x longer, or more than the KV cache and logits can take in memory: refused')
 p.add_argument('--steps', type=cli.list_of(cli.integer(min=0)), default=[0],
                help='diffusion sampling steps (0: one per token); ignored by AR; --eval takes a comma-separated list')
 p.add_argument('--temperature', type=cli.number(ge=0), default=1.0,
@@ -43,7 +50,7 @@ p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso:
 p.add_argument('--no-cache', action='store_true', help='disable the KV / no-change cache (same samples, slower)')
 p.add_argument('--show-steps', type=cli.integer(min=0), default=0, help='print the state every N network calls')
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
-# sample quality (nanodllm/evaluate.py, spec §7.2-7.4)
+# sample quality (nanodllm/quality.py, spec §7.2-7.4)
 p.add_argument('--eval', action='store_true', help='print gen PPL, entropy, NFE and tok/s per --steps value instead '
                'of samples, and write them to JSON')
 p.add_argument('--judge', default='', help='--eval: the judge LM, an AR checkpoint (e.g. runs/judge/ckpt.pt) or '
@@ -86,7 +93,8 @@ tokenizer = data.get_tokenizer(ckpt['tokenizer'])
 mask_id = model.cfg.mask_id
 length = args.length or model.cfg.seq_len
 
-# the prompt: AR starts from BOS; diffusion families from nothing (all noise)
+# the prompt: AR starts from BOS (not in the prompt/response form of a records checkpoint); diffusion families from
+# nothing (all noise); --infill: the template is the row
 try:
     ids = tokenizer.encode(args.prompt) if args.prompt else []
 except (UnicodeError, ValueError) as e:  # e.g. bytes that are not UTF-8 on the command line
@@ -111,15 +119,35 @@ if args.infill:  # the row = the template: given text, FREE gaps (nanodllm/infil
     row += [decode.FREE] * (args.length - len(row) if args.length else 0)  # --length: free positions after it
     prompt, given, length = None, torch.tensor(row, device=device).expand(args.num_samples, -1), len(row)
 
-# memory: each network call scores `rows` positions per sample (AR with its KV cache: 1; the others: up to all of
-# them) into a few float64 (n, rows, V) tensors, and attention holds (n, H, rows, length) scores
+# a length past the training context warns (positions the model never saw), far past it (> 8x) is refused; then
+# memory (nanodllm/memory.py sampling_bytes): the KV cache at its full length (AR, Eso-LM), the tokens and the
+# largest network call, refused in one line if it will not fit
 cfg = model.cfg
-rows = 1 if ckpt['family'] == 'ar' and not args.no_cache else length
-need = args.num_samples * rows * (cfg.vocab_size * 8 * 6 + cfg.n_head * length * 4 * 3)  # bytes, roughly
+if length > FAR_PAST * cfg.seq_len:
+    p.fail(f"--length {length} is more than {FAR_PAST}x the {cfg.seq_len} tokens this model was trained on, far past "
+           f"the positions it has learned: pass --length {FAR_PAST * cfg.seq_len} or less (0: the training length)")
+if length > cfg.seq_len:
+    print(f"warning: --length {length} is past the {cfg.seq_len} tokens this model was trained on: positions "
+          f"beyond them were never trained, so expect worse samples", file=sys.stderr)
+per_call = (args.batch_size or args.num_samples) if args.eval else args.num_samples  # samples in one sampler call
+size = next(model.parameters()).element_size()
+need = memory.sampling_bytes(cfg, ckpt['family'], per_call, length, not args.no_cache, max(1, len(ids)), size)
+kv = memory.kv_cache_bytes(cfg, ckpt['family'], per_call, length, not args.no_cache, size)
 free = free_memory(device)
+lower = "lower --length or --num-samples" + (" (or --batch-size)" if args.eval else "")
 if need > free:
-    p.fail(f"--num-samples {args.num_samples} x --length {length} would need about {need / 2**30:.1f} GiB on "
-           f"{device.type} but {free / 2**30:.1f} GiB are free: lower --length or --num-samples")
+    p.fail(f"{per_call} samples x --length {length} would need about {need / 2**30:.1f} GiB on {device.type}"
+           + (f" (the KV cache, allocated at its full length: {kv / 2**30:.1f} GiB)" if kv else "")
+           + f" but {free / 2**30:.1f} GiB are free: {lower}")
+
+
+def out_of_memory(e):
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU/MPS allocator's RuntimeError."""
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or 'out of memory' in str(e)))
+
+
+oom = f"out of memory while sampling {per_call} x {length} tokens on {device.type}: {lower}"
 
 # family-specific keywords, passed only where the family's sampler takes them
 wanted = dict(noise_removal=args.noise_removal, use_cache=False if args.no_cache else None, alpha0=args.alpha0)
@@ -153,19 +181,23 @@ if args.task:  # task accuracy instead of printed samples: one row per step coun
     print(taskeval.format_rows(rows))
     sys.exit(0)
 
-if args.eval:  # sample quality instead of printed samples: one row per step count, then JSON (nanodllm/evaluate.py)
-    from nanodllm import evaluate
+if args.eval:  # sample quality instead of printed samples: one row per step count, then JSON (nanodllm/quality.py)
+    from nanodllm import quality
     try:
-        judge = evaluate.load_judge(args.judge, device)
-        result = evaluate.evaluate_checkpoint(model, ckpt, judge, args.steps, args.num_samples, length,
+        judge = quality.load_judge(args.judge, device)
+        result = quality.evaluate_checkpoint(model, ckpt, judge, args.steps, args.num_samples, length,
                                               args.batch_size or None, args.temperature, args.top_p, args.seed,
                                               **kwargs)
     except ValueError as e:
         p.fail(e)
     except FloatingPointError as e:
         p.fail(e, code=1)
+    except (RuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
+        p.fail(oom, code=1)
     out = args.eval_json or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), 'eval.json')
-    evaluate.write_json(out, result)
+    quality.write_json(out, result)
     print(f"wrote {out}")
     sys.exit(0)
 
@@ -192,8 +224,13 @@ except ValueError as e:  # an order or a block size the family cannot run
     p.fail(e)
 except FloatingPointError as e:  # NaN probabilities: never print them as text
     p.fail(e, code=1)
-except (torch.OutOfMemoryError, MemoryError):
-    p.fail("out of memory while sampling: lower --num-samples or --length", code=1)
+except (RuntimeError, MemoryError) as e:  # e.g. the allocator of a KV cache or logits that do not fit after all
+    if not out_of_memory(e):
+        raise
+    p.fail(oom, code=1)
+except KeyboardInterrupt:
+    print("interrupted (Ctrl-C): no sample was printed", file=sys.stderr)
+    sys.exit(130)
 dt = time.time() - t0
 rows = x.tolist()
 if responses:  # prompt + response, up to the response's first EOS

@@ -21,7 +21,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from nanodllm import cli, data, evaluate, flops, launch, scaling
+from nanodllm import cli, data, flops, launch, pareto, quality, scaling
 from nanodllm.common import resolve_device
 from nanodllm.config import SIZES, get_config
 
@@ -82,14 +82,14 @@ PRESETS = {
 # -----------------------------------------------------------------------------
 # --pareto: the speed-quality frontier of the sweep's checkpoints (paper §1.5), a mode of its own that trains
 # nothing: each family's compute-optimal run (of one budget, or of every budget) is sampled over the sampler
-# settings and judged (nanodllm/evaluate.py); <out-dir>/pareto/ gets pareto.json, .png and .md (pareto_all_budgets.*
+# settings and judged (nanodllm/pareto.py); <out-dir>/pareto/ gets pareto.json, .png and .md (pareto_all_budgets.*
 # with --all-budgets) and the rows cache rows.jsonl: the same command again measures only what it has not measured.
 if '--pareto' in sys.argv[1:]:
     q = cli.ArgumentParser(description='The speed-quality Pareto frontier of a finished sweep (paper §1.5): gen PPL '
                            'under a judge, entropy and tok/s of each family over sampling steps.')
     q.add_argument('--pareto', action='store_true', required=True)
     q.add_argument('--judge', required=True, help='the judge LM: an AR checkpoint trained on the same data (e.g. '
-                   'runs/judge/ckpt.pt) or hf:NAME (pip install -e ".[judge]")')
+                   'runs/judge/ckpt.pt), hf:NAME or gguf:FILE.gguf (pip install -e ".[judge]")')
     q.add_argument('--preset', choices=PRESETS, default='cpu', help='the sweep, for the default --out-dir')
     q.add_argument('--out-dir', help='the sweep folder (default: runs/sweep_<preset>); results go to <out-dir>/pareto')
     q.add_argument('--families', help=f"comma-separated subset of the sweep's families: {', '.join(FAMILIES)}")
@@ -123,21 +123,21 @@ if '--pareto' in sys.argv[1:]:
         q.fail(f"unknown family {next(f for f in families if f not in FAMILIES)!r}; valid: {', '.join(FAMILIES)}")
     try:
         if a.ckpts:  # label=path,...
-            ckpts, notes = evaluate.parse_ckpts(a.ckpts), []
+            ckpts, notes = pareto.parse_ckpts(a.ckpts), []
         else:  # the sweep's completed runs -> each family's compute-optimal run (of one budget, or of each)
             runs = sorted((r for r in launch.completed_runs(out_dir) if r['family'] in families),
                           key=lambda r: families.index(r['family']))
             if not runs:
                 raise ValueError(f"no completed run of {', '.join(families)} in {out_dir}/runs: finish the sweep "
                                  f"first (the same command without --pareto), or pass --ckpts")
-            chosen, notes = evaluate.pick_sweep_runs(runs, a.budget, a.all_budgets, labels)
+            chosen, notes = pareto.pick_sweep_runs(runs, a.budget, a.all_budgets, labels)
             ckpts = [(labels[r['family']], r['ckpt'], dict(run=r['name'], size=r['size'], budget=r['budget'],
                                                            params=r['params'])) for r in chosen]
         sweep_lock = launch.lock(out_dir)  # not while this folder's sweep trains: tok/s would measure its load
         print("checkpoints:\n" + "\n".join(f"  {n}" for n in notes or [f"{c[0]}: {c[1]}" for c in ckpts]))
         device = resolve_device(a.device)
-        judge = evaluate.load_judge(a.judge, device)
-        result = evaluate.run_pareto(ckpts, judge, a.steps, a.alpha0, a.temperature, a.top_p, a.num_samples,
+        judge = quality.load_judge(a.judge, device)
+        result = pareto.run_pareto(ckpts, judge, a.steps, a.alpha0, a.temperature, a.top_p, a.num_samples,
                                      a.batch_size, a.length, a.seed, device,
                                      cache=os.path.join(out_dir, 'pareto', 'rows.jsonl'), progress=True)
     except ValueError as e:
@@ -149,7 +149,7 @@ if '--pareto' in sys.argv[1:]:
               f"again to measure the rest", file=sys.stderr)
         sys.exit(130)
     result['notes'] = notes
-    paths = evaluate.write_pareto(result, os.path.join(out_dir, 'pareto'),
+    paths = pareto.write_pareto(result, os.path.join(out_dir, 'pareto'),
                                   'pareto_all_budgets' if a.all_budgets else 'pareto')
     print(f"wrote {', '.join(paths)}")
     sys.exit(0)
@@ -176,7 +176,8 @@ p.add_argument('--jobs', type=cli.integer(min=0), default=0,
 p.add_argument('--nproc-per-node', type=cli.integer(min=1), default=1, help='processes (GPUs) per run, through torchrun')
 p.add_argument('--launcher', choices=('local', 'slurm'), default='local',
                help='local: run here; slurm: write <out-dir>/sweep.sbatch (one array task per run) and stop')
-p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished')
+p.add_argument('--collect', action='store_true', help='train nothing: fit, plot and report what has finished '
+               '(refused if no run has completed yet)')
 p.add_argument('--retry-failed', action='store_true', help='run failed runs again (from their checkpoint if any)')
 p.add_argument('--dry-run', action='store_true', help='print the grid and what would run, then stop')
 p.add_argument('--pareto', action='store_true', help='sample the finished sweep\'s checkpoints and draw the '
@@ -231,6 +232,10 @@ for run in runs:
 todo = [r for r in runs if state[r['name']][0] in ('new', 'interrupted')
         or (args.retry_failed and state[r['name']][0] == 'failed')]
 count = {s: sum(state[r['name']][0] == s for r in runs) for s in ('completed', 'interrupted', 'failed', 'new')}
+if args.collect and not count['completed']:  # nothing to fit or plot: no report that links plots it cannot draw
+    p.fail(f"--collect: none of the {len(runs)} runs of this grid has completed in {out_dir}/runs ("
+           + ", ".join(f"{v} {k}" for k, v in count.items() if v) + "): train them first (the same command without "
+           "--collect), then collect")
 print(f"sweep {args.preset}: {len(runs)} runs ({len(families)} families x {len(budgets)} budgets; "
       + ", ".join(f"{v} {k}" for k, v in count.items() if v) + f"), {sum(r['budget'] for r in runs):.3g} training "
       f"FLOPs in all -> {out_dir}")
@@ -241,6 +246,9 @@ for budget in sorted(budgets):
 if skipped:
     print(f"  outside the {preset['window'][0]}-{preset['window'][1]} tokens/param window, not run: "
           + ", ".join(skipped))
+for run in runs:  # e.g. exited 0 but its results.json was damaged since: resumed, which rewrites it
+    if state[run['name']][0] == 'interrupted' and state[run['name']][2]:
+        print(f"  {run['name']}: {state[run['name']][2]}")
 if count['failed'] and not args.retry_failed:
     print(f"  {count['failed']} failed run(s) are not run again: pass --retry-failed to retry them")
 if args.dry_run:
@@ -351,7 +359,8 @@ setup = [('command', ' '.join(['python sweep.py'] + sys.argv[1:])),
                   f"{sum(r['seconds'] for r in results) / 60:.1f} min of training in all"),
          ('devices', ', '.join(sorted({f"{r.get('device')} ({r.get('dtype')})" for r in results})) or '-'),
          ('git commit', ', '.join(sorted({str(r.get('git_commit'))[:10] for r in results})) or '-')]
-scaling.write_report(os.path.join(out_dir, 'report.md'), analysis, labels, setup, failed)
+scaling.write_report(os.path.join(out_dir, 'report.md'), analysis, labels, setup, failed,
+                     figures=('isoflop.png', 'optima.png') if finished_rows else ())  # only the plots drawn
 for (family, budget), c in sorted(analysis['curves'].items()):
     print(f"  {family:>9} @ {budget:.3g}: " + (f"N* = {c['n_opt']:.3g}, L* = {c['loss_opt']:.4f}" if c['bracketed']
                                               else f"not bracketed: {c['reason']}"))

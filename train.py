@@ -14,7 +14,8 @@ Reads straight down: args -> processes -> out-dir -> data -> model, wrapped (DDP
 -> loop -> results.json.
 Exit codes: 0 completed, 2 bad input or refused, 3 diverged, 130 interrupted (SIGINT/SIGTERM), 1 another failure
 (e.g. a full disk); each with one line on stderr. results.json records the status ('completed', 'interrupted',
-'diverged', 'failed') whenever training started.
+'diverged', 'failed') whenever training started; `--resume` of a finished run rewrites it from the checkpoint if it
+is missing or damaged.
 """
 import json
 import math
@@ -27,9 +28,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from nanodllm import checkpoint, cli, data, flops, loop, memory, parallel, records, rundir
-from nanodllm.common import (DTYPES, FAMILY_NAMES, autocast_context, exit_process, free_memory, get_family,
-                             init_distributed, resolve_dtype, run_info)
+from nanodllm import checkpoint, cli, curriculum, data, distill, flops, loop, memory, parallel, records, rundir
+from nanodllm.common import (DTYPES, autocast_context, exit_process, free_memory, init_distributed, resolve_dtype,
+                             run_info)
+from nanodllm.families import FAMILY_NAMES, get_family
 from nanodllm.config import SIZES, get_config
 from nanodllm.validation import batch_rows, eval_set_size, validation_loss
 from nanodllm.model import Model
@@ -45,7 +47,8 @@ p.add_argument('--loss', dest='loss_type', choices=('low_var', 'elbo'), default=
                     "validation always reports the NELBO")
 p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None, help='eso: alpha_0; 1 = MDLM-like, 0 = AR')
 p.add_argument('--batch-split', type=cli.number(ge=0, le=1), default=None,
-               help='eso: fraction of each batch on the diffusion loss, the rest on the sequential loss')
+               help='eso with 0 < alpha0 < 1: fraction of each batch on the diffusion loss, the rest on the '
+                    'sequential loss (refused at alpha0 0 or 1, which train one part only)')
 # data
 p.add_argument('--data', default='shakespeare',
                help="'shakespeare' (bundled), a .txt / .jsonl / .jsonl.gz file, a folder of them, or hf:NAME[:CONFIG]")
@@ -81,8 +84,26 @@ p.add_argument('--out-dir', default='out', help='where ckpt.pt, log.txt and resu
 again = p.add_mutually_exclusive_group()
 again.add_argument('--resume', action='store_true',
                    help='continue <out-dir>/ckpt.pt exactly: weights, optimizer, data position and random streams '
-                        '(same model, data, family and global batch; micro-batch size and process count may change)')
+                        '(same model, data, family and global batch; micro-batch size and process count may change); '
+                        'a finished run trains nothing and rewrites a missing or damaged results.json from it')
 again.add_argument('--overwrite', action='store_true', help='delete the checkpoint in <out-dir> and start afresh')
+# Duo few-step training (spec §3.5, §3.6): the Gumbel-softmax curriculum (nanodllm/curriculum.py), DCD (distill.py)
+fast = p.add_argument_group('duo few-step training')
+fast.add_argument('--curriculum', action='store_true', default=None,
+                  help='duo: train on the Gaussian latent (soft input, hard latent) until the curriculum ends')
+fast.add_argument('--curriculum-steps', nargs=2, type=cli.integer(min=0), metavar=('START', 'END'),
+                  help='tau schedule: constant until START, to its end value at END, then the discrete NELBO '
+                       "(default 10%% and 20%% of the run: the authors' 100k, 200k of 1M steps)")
+fast.add_argument('--curriculum-tau', nargs=2, type=cli.number(), metavar=('LOG10_START', 'LOG10_END'),
+                  help='log10 tau at START and END (default -1 -2)')
+fast.add_argument('--gamma', nargs=2, type=cli.number(), metavar=('MIN', 'MAX'),
+                  help="log-SNR range of the Gaussian latent (default: the authors' curriculum -3.5 -1.75 and DCD "
+                       "-4 -1 for GPT-2's vocabulary, carried to this one's: the same alpha range)")
+fast.add_argument('--distill-from', metavar='CKPT', help='duo: distil this Duo checkpoint (DCD); the student starts '
+                  'from it, the teacher is its copy refreshed every --distill-every steps')
+fast.add_argument('--distill-every', type=cli.integer(min=1), help='K: steps per round (default: the run / 5)')
+fast.add_argument('--distill-T', type=cli.integer(min=1), help='T: round n has the gap dt = 2^n / T (default 512)')
+fast.add_argument('--distill-kl', choices=('bwd', 'fwd'), help='KL(student || teacher) (bwd, default) or the reverse')
 # system
 p.add_argument('--device', type=cli.device, default='auto', help='auto | cpu | cuda | cuda:N | mps')
 p.add_argument('--dtype', choices=DTYPES, default='auto', help='auto: bf16 on a GPU, fp32 on CPU (recorded as used)')
@@ -105,11 +126,17 @@ options = {k: (getattr(args, k) if getattr(args, k, None) is not None else v) fo
 for k, flag in {'loss_type': '--loss', 'alpha0': '--alpha0', 'batch_split': '--batch-split'}.items():
     if getattr(args, k) is not None and k not in options:
         p.fail(f"{flag} does not apply to --family {args.family}")
+if args.batch_split is not None and options.get('alpha0') in (0.0, 1.0):  # one part only: nothing to split
+    p.fail(f"--batch-split splits a batch between Eso-LM's two parts, but --alpha0 {options['alpha0']:g} trains only "
+           f"the {'diffusion' if options['alpha0'] == 1 else 'sequential'} part: drop --batch-split, or pick --alpha0 "
+           f"in (0, 1)")
 if args.fsdp and args.dtype == 'float16':
     p.fail("--fsdp does not work with --dtype float16: its loss scaling (GradScaler) does not see the other ranks' "
            "overflows; use --dtype bfloat16 (the default on GPUs)")
 if args.family == 'ar' and args.seq_len < 2:
     p.fail("--seq-len must be >= 2 for AR: it predicts each token from the ones before it")
+if problem := distill.flag_problem(args):  # --curriculum / --distill-from and their options: duo only, one at a time
+    p.fail(problem)
 min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
 if min_lr > args.lr:
     p.fail(f"--min-lr {min_lr:g} is above --lr {args.lr:g}: the schedule decays from --lr down to --min-lr")
@@ -190,6 +217,18 @@ max_steps = flops.steps_for_budget(args.flops, cfg, tokens_per_step) if args.flo
 if max_steps < 1:
     p.fail(f"--flops {args.flops:g} buys less than one step of {3 * flops_per_token * tokens_per_step:.3g} FLOPs: "
            f"raise it or shrink --size/--batch-size")
+objective = None  # the training loss per step: family.loss, unless Duo trains on the curriculum or distils (DCD)
+try:
+    if args.curriculum:  # nanodllm/curriculum.py
+        objective = curriculum.Curriculum(max_steps, cfg.vocab_size, args.curriculum_steps, args.curriculum_tau,
+                                          args.gamma)
+    if args.distill_from:  # the student starts from the Duo checkpoint; the teacher is its copy (nanodllm/distill.py)
+        distill.load_student(args.distill_from, raw_model, args.family, args.tokenizer, asdict(cfg))
+        objective = distill.Distiller(raw_model, args.out_dir, args.distill_every or max(1, max_steps // 5),
+                                      args.distill_T or 512, args.distill_kl or 'bwd', args.gamma, master,
+                                      dict(cfg=cfg, args=vars(args), tokenizer=args.tokenizer))
+except ValueError as e:
+    p.fail(e)
 warmup = args.warmup_steps if args.warmup_steps >= 0 else min(max(round(0.01 * max_steps), 100), max_steps // 10)
 model = parallel.wrap_model(raw_model, device, fsdp=fsdp, compile=args.compile, dtype=dtype)  # (compile: slow start)
 model.cfg = cfg  # families read model.cfg (mask id, vocabulary) through the compile/DDP/FSDP wrappers too
@@ -207,11 +246,17 @@ if args.init_from and not args.resume:  # fine-tuning: the weights only (checkpo
 if args.resume:  # any mode's checkpoint, on any process count; under FSDP every rank loads its shards
     expected = dict(family=args.family, options=options, size=args.size, seq_len=args.seq_len, seed=args.seed,
                     tokenizer=args.tokenizer, data=args.data, batch_size=batch_size, model_config=asdict(cfg),
-                    data_sha256=meta.get('source_sha256'), init_from=args.init_from)
+                    data_sha256=meta.get('source_sha256'), init_from=args.init_from,
+                    **{k: getattr(args, k) for k in distill.FLAGS})
     hyper = dict(betas=(args.beta1, args.beta2), weight_decay=args.weight_decay)  # this run's, over the saved ones
     try:  # (mmap on GPUs: the page cache holds one copy of the file for all the ranks)
         ckpt, note = checkpoint.resume(ckpt_path, raw_model, optimizer, scaler, train_loader, expected, hyper,
                                        mmap=device.type == 'cuda')
+    except ValueError as e:
+        problem = e
+    try:  # mid-round, DCD's teacher comes back from its file: the continuation is exact
+        if objective and problem is None:
+            objective.resume(ckpt['step'])
     except ValueError as e:
         problem = e
     p.fail_together(problem, ddp, device)
@@ -225,8 +270,10 @@ batches = loop.Prefetcher(train_loader)  # the next micro-batch is read while th
 record = loop.StepRecord(device, check_grad_norm=not scaler.is_enabled())  # loss, grad norm, first bad step
 writer = checkpoint.BackgroundWriter()  # rank 0 writes checkpoints while training goes on
 plan_kwargs = dict(family=args.family, options=options, nproc=world, fsdp=fsdp, dtype=dtype, grad_accum=grad_accum,
-                   activation_checkpointing=args.activation_checkpointing)
+                   activation_checkpointing=args.activation_checkpointing, curriculum=bool(args.curriculum))
 planned = memory.plan(cfg, micro_batch_size=micro, **plan_kwargs)  # bytes per GPU at the step's peak
+if args.curriculum and (warning := memory.fit_warning(cfg, free_memory(device), micro, **plan_kwargs)):
+    p.fail(warning.replace('warning: ', '').replace('GPU', 'device') + " (with the curriculum's B x L x V latent)")
 
 
 def get_lr(step):
@@ -287,7 +334,8 @@ def save(step):
             optimizer=optim_state, scaler=scaler.state_dict(), loader=batches.state_dict(), rng=rng,
             layout=dict(batch_size=batch_size, micro_batch_size=micro, world_size=world), run_info=info,
             data_sha256=meta.get('source_sha256'), data_kind=meta.get('kind', 'text'),
-            init_from=init_info, train_seconds=seconds_before + time.time() - t_train))
+            init_from=init_info, train_seconds=seconds_before + time.time() - t_train,
+            **(objective.state(step) if objective else {})))
 
 
 def results(status, step, message=None):
@@ -353,21 +401,25 @@ if device.type == 'cuda':  # what the planner predicts this step needs, and a wa
         run.warning(warning)
 if 'loss_type' in options:
     run.log(f"training loss: {options['loss_type']}; validation: NELBO (an upper bound on the NLL)")
+if objective:
+    run.log(objective.describe(max_steps))
 if resumed:
     run.log(resumed)
 if meta.get('kind') == 'records':
     run.log(records.summary(meta) + "; loss per response + pad token, the prompt given")
 if init_info and not args.resume:
-    run.log(f"initialised from {init_info['path']} (step {init_info['step']}, val {init_info['val_loss']}): "
-            f"fresh optimizer and schedule")
+    run.log(f"initialised from {init_info['path']} (step {init_info['step']}, val {init_info['val_loss'] or 0:.4f}):"
+            f" fresh optimizer and schedule")
 
 # -----------------------------------------------------------------------------
 # training loop: only log steps, evaluations and checkpoints make the host wait for the GPU (nanodllm/loop.py)
 t_train, tokens_seen, dt_ema, step = time.time(), 0, None, start_step
 bar = tqdm(total=max_steps, initial=start_step, disable=not master, dynamic_ncols=True, desc=args.family)
-if start_step == max_steps:  # a finished run resumed with the same budget: nothing to do (results.json stays)
+if start_step == max_steps:  # a finished run resumed with the same budget: nothing to do but mend results.json
     run.log(f"nothing to do: {ckpt_path} is already at step {max_steps}")
-    finish('completed', step, write=not os.path.exists(run.results_path))
+    if damaged := run.results_problem():  # None: a readable 'completed' results.json, which stays as it is
+        run.warning(f"{run.results_path} {damaged}: rewritten from {ckpt_path}")
+    finish('completed', step, write=damaged is not None)
 run.on_hard_stop = lambda: (writer.wait(),  # a second signal: the checkpoint being written is finished first
                             run.write_results(results('interrupted', step, 'stopped at once by a second signal')))
 if args.resume:  # last, so that nothing in the set-up (e.g. the CPU FLOP/s probe) shifts the random streams
@@ -412,14 +464,15 @@ for step in range(start_step, max_steps + 1):
         group['lr'] = lr
     t_gen_seed = args.seed * 1_000_003 + step  # the same on every rank: t strata cover the global batch
     train_loss = torch.zeros((), device=device)
+    loss_fn = objective.loss_at(step) if objective else family.loss  # DCD: the teacher is refreshed at K, 2K, ...
     try:
         for micro_step in range(grad_accum):
             x0, given = data.split_batch(batches.next_batch())            # (micro, L); given: records' prompts
             parallel.set_grad_sync(model, micro_step == grad_accum - 1)   # reduce gradients on the last one only
             with autocast:
                 strata = (rank * grad_accum + micro_step, world * grad_accum)  # this micro-batch's slice
-                nll, n = family.loss(model, x0, train=True, strata=strata,
-                                     generator=torch.Generator().manual_seed(t_gen_seed), given=given, **options)
+                nll, n = loss_fn(model, x0, train=True, strata=strata,
+                                 generator=torch.Generator().manual_seed(t_gen_seed), given=given, **options)
             batches.prefetch()  # the next micro-batch is read and copied while this forward runs (as nanoGPT)
             loss = nll / n / grad_accum  # mean per token of this micro-batch, / accumulation: sum = batch mean
             scaler.scale(loss).backward()

@@ -35,7 +35,8 @@ import torch.distributed as dist
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from nanodllm import flops, memory, parallel  # noqa: E402
-from nanodllm.common import autocast_context, exit_process, get_family, init_distributed, run_info  # noqa: E402
+from nanodllm.common import autocast_context, exit_process, init_distributed, run_info  # noqa: E402
+from nanodllm.families import get_family  # noqa: E402
 from nanodllm.config import get_config  # noqa: E402
 from nanodllm.model import Model  # noqa: E402
 

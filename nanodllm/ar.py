@@ -3,6 +3,8 @@
 The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n_tokens)` and
 `sample(model, n, length, ...) -> (x, nfe)`. AR differs from the diffusion families in that it has no noise and no
 time: it feeds sigma = 0 (adaLN stays, constant), attends causally, and scores L-1 of the L positions.
+Conditioning (`given`, issue 18): the loss drops the given targets; the sampler takes a given prefix per row and
+refuses an infill.
 """
 import torch
 import torch.nn.functional as F

@@ -18,6 +18,7 @@ them, on any number of processes, resumes it. train.py writes it in a background
 import os
 import pickle
 import secrets
+import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, fields
@@ -27,6 +28,7 @@ import torch.distributed as dist
 from torch.torch_version import TorchVersion
 
 from .config import ModelConfig
+from .families import FAMILIES
 from .model import Model
 
 VERSION = 2
@@ -132,10 +134,26 @@ class BackgroundWriter:
         if self.thread is not None:
             self.thread.join()
         error, self.error = self.error, None
-        if error is None:
-            return None
-        return (f"could not save {self.path}: {getattr(error, 'strerror', None) or error}: free disk space or fix "
-                f"the permissions; the previous checkpoint is kept, continue with --resume")
+        return None if error is None else save_failure(self.path, error)
+
+
+def save_failure(path, error):
+    """One line for a checkpoint that could not be written: the cause in words (an OSError's own; for anything else,
+    e.g. torch's serializer, whose messages are C++ internals, the space left on that disk) and what is on disk now:
+    the previous checkpoint, which atomic_write keeps, or none at all (the first save)."""
+    if isinstance(error, OSError) and error.strerror:
+        cause = error.strerror
+    else:
+        try:
+            cause = f"the write failed ({shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20:.0f} " \
+                    f"MiB free on that disk)"
+        except OSError:
+            cause = "the write failed"
+    if os.path.isfile(path):
+        return (f"could not save {path}: {cause}: free disk space or fix the permissions; the previous checkpoint is "
+                f"kept, continue with --resume")
+    return (f"could not save {path}: {cause}: no checkpoint was written; free disk space or fix the permissions, "
+            f"then run the same command again")
 
 
 # -----------------------------------------------------------------------------
@@ -148,7 +166,6 @@ def _expect(ok, path, what):
 
 
 def _check_options(path, family_name, options):
-    from .common import FAMILIES  # here, not at the top: common imports this module
     _expect(family_name in FAMILIES, path, f"unknown family {family_name!r}")
     expected = FAMILIES[family_name].OPTIONS
     _expect(isinstance(options, dict) and set(options) == set(expected), path,
@@ -158,6 +175,20 @@ def _check_options(path, family_name, options):
             _expect(v in ('low_var', 'elbo'), path, f"loss_type {v!r} is not 'low_var' or 'elbo'")
         else:  # alpha0, batch_split: fractions
             _expect(type(v) in (int, float) and 0 <= v <= 1, path, f"{k} = {v!r} is not a number in [0, 1]")
+
+
+def _unreadable(path):
+    """Why torch.load could not read `path`, in one line (never torch's message: it suggests weights_only=False)."""
+    try:
+        with open(path, 'rb') as f:
+            zipped = f.read(4) == b'PK\x03\x04'  # torch.save writes a zip archive
+    except OSError:
+        zipped = False
+    if zipped:
+        return (f"{path} is a damaged checkpoint (it may be truncated, e.g. by a full disk or an interrupted copy): "
+                f"use another checkpoint or retrain")
+    return (f"{path} is not a nanodllm checkpoint (not a file torch.save wrote, or its start is damaged): pass a "
+            f"ckpt.pt that train.py wrote in its --out-dir")
 
 
 def read_checkpoint(path, mmap=False):
@@ -177,17 +208,14 @@ def read_checkpoint(path, mmap=False):
         with torch.serialization.safe_globals([TorchVersion]):
             ckpt = torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:  # the weights-only unpickler met a global it does not allow: code
-        if 'global' in str(e).lower():
+        if 'unsupported global' in str(e).lower():
             raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
                                   f"types, so it was not written by nanodllm's train.py (or was tampered with); "
                                   f"nanodllm loads checkpoints with weights_only=True and never runs code from a "
                                   f"file") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({' '.join(str(e).split())[:200]}): it may be "
-                              f"truncated; use another checkpoint or retrain") from None
-    except Exception as e:  # truncated zip, not a torch file, ...
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]}): it may be truncated; use another checkpoint or "
-                              f"retrain") from None
+        raise CheckpointError(_unreadable(path)) from None
+    except Exception:  # truncated zip, not a torch file, ...: torch's own message would suggest an unsafe load
+        raise CheckpointError(_unreadable(path)) from None
     if not isinstance(ckpt, dict) or ckpt.get('nanodllm_checkpoint') not in (1, VERSION):
         raise CheckpointError(f"{path} is not a nanodllm checkpoint (written by train.py)")
     for key, kind in (('family', str), ('options', dict), ('tokenizer', str), ('model_config', dict),

@@ -1,7 +1,6 @@
-"""Run plumbing shared by train.py, sample.py and sweep.py: the family table, torchrun/DDP set-up, rank-0 printing,
-device and precision choice (checked: an unavailable device or a dtype the device cannot run is a one-line
-ValueError), run metadata. Checkpoints live in checkpoint.py; `load_checkpoint`, `make_checkpoint` and
-`save_checkpoint` are re-exported here for the code that imports them from this module."""
+"""Run plumbing shared by train.py, sample.py and sweep.py: torchrun/DDP set-up, rank-0 printing, device and
+precision choice (checked: an unavailable device or a dtype the device cannot run is a one-line ValueError), run
+metadata. The family table lives in families.py, checkpoints in checkpoint.py."""
 import os
 import platform
 import subprocess
@@ -10,19 +9,6 @@ from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
-
-from . import ar, duo, eso, mdlm
-from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint  # noqa: F401 (re-exported)
-
-# the four families: flat modules with the same surface (OPTIONS, loss, sample), chosen by one dict lookup
-FAMILIES = {'ar': ar, 'mdlm': mdlm, 'duo': duo, 'eso': eso}
-FAMILY_NAMES = tuple(FAMILIES)
-
-
-def get_family(name):
-    if name not in FAMILIES:
-        raise ValueError(f"unknown --family {name!r}; valid families: {', '.join(FAMILY_NAMES)}")
-    return FAMILIES[name]
 
 
 # -----------------------------------------------------------------------------

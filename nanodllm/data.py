@@ -18,6 +18,8 @@ Data for nanodllm: tokenizers, corpus -> train.bin / val.bin, and the batch load
   way; its val split is then the last f of its tokens, as before streaming, so Shakespeare results stay comparable.
 - Loader: infinite, seeded, rank-sharded (B, T) batches of non-overlapping seq_len blocks of a .bin file.
 - eval_batches: fixed, in-order, rank-sharded batches of the val split (the same on every call).
+- Prompt/response records (nanodllm/records.py) are rows of seq_len tokens in the same .bin layout; with their
+  prompt lengths (prompt_path) Loader and eval_batches yield (x0, given) instead of x0 (split_batch unpacks both).
 Everything works offline: the corpus and GPT-2's BPE ranks ship with the package.
 
     python -m nanodllm.data --data shakespeare --tokenizer gpt2          # -> data/shakespeare_gpt2_<key>/

@@ -9,8 +9,11 @@ The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n
 - the loss is the closed-form continuous-time NELBO of spec §3.2 at EVERY position (a noisy token may be right or
   wrong, so there is no carry-over), in training and in evaluation alike (no low-var variant);
 - sampling starts from uniform noise over [0, V) and every position may change at every step (spec §3.4).
-What is left out: the Gumbel-softmax curriculum and consistency distillation (spec §3.5, §3.6) live only in the
-original Duo repository; the paper's scaling code trains Duo from scratch on the discrete NELBO (spec §11), as here.
+Conditioning (`given`, issue 18): given positions get no noise and are not scored; the sampler feeds them clean
+and resets them after every step; `block_size` decodes semi-AR blocks (how, for uniform noise: `sample`).
+The Duo paper's few-step training lives in its own modules: the Gumbel-softmax curriculum in nanodllm/curriculum.py
+(spec §3.5, `train.py --curriculum`) and discrete consistency distillation in nanodllm/distill.py (spec §3.6,
+`train.py --distill-from CKPT`); the paper's scaling code trains Duo from scratch on the discrete NELBO (spec §11).
 """
 import torch
 import torch.nn.functional as F

@@ -10,6 +10,8 @@ call, and caches the keys of clean tokens (spec §4.6), so a step only runs the 
 
 How it differs from AR (`ar.py`): it draws t and masks tokens (no shift: all L positions are scored), attends causally
 over a *permuted* order (the `pos` argument carries the original positions), and feeds sigma = 0 like AR.
+Conditioning (`given`, issue 18): given tokens are clean, so they sort first in both parts of the loss and in the
+sampler; the sampler also decodes by confidence / margin (greedily, KV cache kept) and in semi-AR blocks.
 """
 import torch
 import torch.nn.functional as F

@@ -11,7 +11,6 @@ Conventions, as in the paper:
   same number of steps to all families: steps = budget / (3 F B L);
 - non-embedding parameters = all parameters but the input embedding (the untied head counts).
 """
-import argparse
 import time
 
 import torch
@@ -73,37 +72,61 @@ def peak_flops(device):
 
 def main(argv=None):
     """Print the FLOPs and the per-GPU memory plan of one configuration, and the largest micro-batch that fits."""
-    from . import memory
-    p = argparse.ArgumentParser(prog='python -m nanodllm.flops', description=main.__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--size', default='1.7b', help=f"model size: {' | '.join(SIZES)}")
-    p.add_argument('--seq-len', type=int, default=2048)
-    p.add_argument('--vocab', type=int, default=50258, help='vocabulary with the mask token (GPT-2: 50257 + 1)')
-    p.add_argument('--family', default='ar', help='ar | mdlm | duo | eso')
-    p.add_argument('--alpha0', type=float, default=1.0, help='eso: alpha_0 (< 1 adds the sequential part)')
-    p.add_argument('--batch-split', type=float, default=1.0, help='eso: fraction of rows on the diffusion part')
-    p.add_argument('--micro-batch-size', type=int, default=1, help='sequences per GPU per forward')
-    p.add_argument('--batch-size', type=int, default=0, help='global sequences per step (0: micro x nproc, no '
-                   'accumulation); with --fsdp, accumulation keeps unsharded gradients')
-    p.add_argument('--nproc', type=int, default=1, help='GPUs')
+    import argparse
+    from . import cli, memory
+
+    def gpu_bytes(text):  # type= for --gpu-memory: a positive size ('80GB', '141GB', '24GiB', '8e10')
+        try:
+            value = memory.parse_bytes(text)
+        except ValueError:
+            value = float('nan')
+        if not value > 0 or value == float('inf'):
+            raise argparse.ArgumentTypeError(f"must be a size such as 80GB, 141GB or 24GiB, got {text!r}")
+        return value
+
+    # every flag is range-checked where it is parsed (nanodllm/cli.py): one line `error: ...`, exit code 2
+    p = cli.ArgumentParser(prog='python -m nanodllm.flops', description=main.__doc__)
+    p.add_argument('--size', type=cli.one_of(tuple(SIZES), 'size'), default='1.7b', help=' | '.join(SIZES))
+    p.add_argument('--seq-len', type=cli.integer(min=2), default=2048)
+    p.add_argument('--vocab', type=cli.integer(min=2), default=50258,
+                   help='vocabulary with the mask token (GPT-2: 50257 + 1)')
+    p.add_argument('--family', type=cli.one_of(('ar', 'mdlm', 'duo', 'eso'), 'family'), default='ar',
+                   help='ar | mdlm | duo | eso')
+    p.add_argument('--alpha0', type=cli.number(ge=0, le=1), default=None,
+                   help='eso: alpha_0 (< 1 adds the sequential part; default 1)')
+    p.add_argument('--batch-split', type=cli.number(ge=0, le=1), default=None,
+                   help='eso with 0 < alpha0 < 1: fraction of rows on the diffusion part (default 1)')
+    p.add_argument('--micro-batch-size', type=cli.integer(min=1), default=1, help='sequences per GPU per forward')
+    p.add_argument('--batch-size', type=cli.integer(min=0), default=0, help='global sequences per step (0: micro x '
+                   'nproc, no accumulation); with --fsdp, accumulation keeps unsharded gradients')
+    p.add_argument('--nproc', type=cli.integer(min=1), default=1, help='GPUs')
     p.add_argument('--fsdp', action='store_true', help='FSDP2: shard weights, gradients, optimizer states')
     p.add_argument('--activation-checkpointing', action='store_true')
-    p.add_argument('--dtype', default='bfloat16', help='autocast dtype (bfloat16 | float16 | float32)')
-    p.add_argument('--gpu-memory', default='80GB', help='memory of one GPU, e.g. 80GB, 141GB, 24GiB')
+    p.add_argument('--dtype', choices=('bfloat16', 'float16', 'float32'), default='bfloat16', help='autocast dtype')
+    p.add_argument('--gpu-memory', type=gpu_bytes, default='80GB', help='memory of one GPU, e.g. 80GB, 141GB, 24GiB')
     args = p.parse_args(argv)
+    for flag, value in (('--alpha0', args.alpha0), ('--batch-split', args.batch_split)):
+        if value is not None and args.family != 'eso':
+            p.fail(f"{flag} does not apply to --family {args.family}")
+    alpha0 = 1.0 if args.alpha0 is None else args.alpha0
+    if args.batch_split is not None and alpha0 in (0.0, 1.0):
+        p.fail(f"--batch-split splits a batch between Eso-LM's two parts, but --alpha0 {alpha0:g} trains only one: "
+               f"drop --batch-split, or pick --alpha0 in (0, 1)")
+    batch = args.batch_size or args.micro_batch_size * args.nproc
+    if batch % (args.micro_batch_size * args.nproc):
+        p.fail(f"--batch-size {batch} is not a multiple of --micro-batch-size {args.micro_batch_size} x --nproc "
+               f"{args.nproc}")
     try:
         cfg = get_config(args.size, args.vocab, args.seq_len)
-        gpu_memory = memory.parse_bytes(args.gpu_memory)
-        options = dict(alpha0=args.alpha0, batch_split=args.batch_split) if args.family == 'eso' else {}
-        batch = args.batch_size or args.micro_batch_size * args.nproc
-        if batch % (args.micro_batch_size * args.nproc):
-            raise ValueError(f"--batch-size {batch} is not a multiple of --micro-batch-size x --nproc")
+        gpu_memory = args.gpu_memory
+        options = dict(alpha0=alpha0, batch_split=1.0 if args.batch_split is None else args.batch_split) \
+            if args.family == 'eso' else {}
         kwargs = dict(family=args.family, options=options, nproc=args.nproc, fsdp=args.fsdp, dtype=args.dtype,
                       activation_checkpointing=args.activation_checkpointing,
                       grad_accum=batch // (args.micro_batch_size * args.nproc))
         plan = memory.plan(cfg, micro_batch_size=args.micro_batch_size, **kwargs)
     except ValueError as e:
-        p.exit(2, f"error: {e}\n")
+        p.fail(e)
     n_params = memory.param_numel(cfg)
     print(f"{args.size}: d {cfg.n_embd}, {cfg.n_layer} layers, {cfg.n_head} heads, V {cfg.vocab_size}: "
           f"{n_params / 1e9:.3f}B parameters ({non_embedding_params(cfg) / 1e9:.3f}B non-embedding), "

@@ -51,8 +51,11 @@ def last_error(run_dir):
 
 def run_state(run_dir):
     """-> (state, results, error). state: 'completed' (results.json says so), 'failed' (diverged, or exited
-    with an error: not retried unless asked), 'interrupted' (has a checkpoint to --resume), 'new' (start it)."""
+    with an error: not retried unless asked), 'interrupted' (has a checkpoint to --resume), 'new' (start it).
+    A run that exited 0 but whose results.json is missing or damaged is 'interrupted' if it has a checkpoint (its
+    --resume rewrites results.json from it: train.py), else 'failed', and `error` says so in both cases."""
     results = _read_json(os.path.join(run_dir, 'results.json'))
+    results = results if isinstance(results, dict) else None
     status = results.get('status', 'completed') if results else None  # train.py before status: written at the end
     if status == 'completed':
         return 'completed', results, None
@@ -62,9 +65,16 @@ def run_state(run_dir):
     if os.path.exists(os.path.join(run_dir, EXIT_FILE)):
         with open(os.path.join(run_dir, EXIT_FILE)) as f:
             code = f.read().strip()
+    has_ckpt = os.path.isfile(os.path.join(run_dir, 'ckpt.pt'))
+    if status is None and code == '0':  # it finished, then results.json was lost or damaged
+        if has_ckpt:
+            return 'interrupted', results, ("exited 0 but its results.json is missing or damaged: resumed, train.py "
+                                            "rewrites it from ckpt.pt")
+        return 'failed', results, "exited 0 but left neither a readable results.json nor a ckpt.pt: --retry-failed " \
+                                  "trains it again"
     if status != 'interrupted' and code not in (None, '', str(EXIT_INTERRUPTED)):
         return 'failed', results, f"exit code {code}: {last_error(run_dir)}"
-    if os.path.isfile(os.path.join(run_dir, 'ckpt.pt')):
+    if has_ckpt:
         return 'interrupted', results, None
     return 'new', results, None
 

@@ -9,6 +9,8 @@ The surface every family shares: `OPTIONS`, `loss(model, x0, ...) -> (nll_sum, n
   (the NELBO without its 1/t weight), evaluation always the NELBO; both are divided by ALL B L tokens;
 - sampling starts from all masks and unmasks over `steps` steps of the ancestral posterior (spec §2.3); a decoded
   token is never changed again.
+Conditioning (`given`, issue 18): given positions are never masked nor scored in the loss and start clean in the
+sampler; `order` ('confidence', 'margin') and `block_size` switch the sampler to commit-k decoding (LLaDA/dllm).
 """
 import torch
 import torch.nn.functional as F
@@ -169,7 +171,7 @@ def _sample_committed(model, x, steps, temperature, top_p, generator, callback, 
     Positions after the block stay masked (the model sees them as masks). A step that commits nothing in any row
     makes no call. block_size=1, steps=1: left to right, one token per call. -> (x, nfe)
     """
-    mask_id, (n, L) = model.cfg.mask_id, x.shape
+    mask_id, L = model.cfg.mask_id, x.size(1)
     nfe = 0
     for start, end in decode.blocks(L, block_size):
         in_block = torch.zeros(L, dtype=torch.bool, device=x.device)

@@ -1,5 +1,6 @@
-"""GPU memory of one training step: predicted from the model's shapes (the planner), and measured on any device
-(saved-tensor hooks, a live-tensor tracker), so that the prediction is checked on CPU by tests/test_memory.py.
+"""GPU memory of one training step (and of sampling): predicted from the model's shapes (the planner), and measured
+on any device (saved-tensor hooks, a live-tensor tracker), so that the prediction is checked on CPU by
+tests/test_memory.py.
 
     python -m nanodllm.flops --size 1.7b --seq-len 2048 --micro-batch-size 4 --nproc 8 --fsdp --family eso
 
@@ -19,10 +20,14 @@
   tensors of its NELBO) and the V-wide temporaries alive at the step's peak (the logits and their gradients).
   Eso-LM's diffusion loss scores only masked positions: `mask_fraction` (default 1, the micro-batch with t near
   1) sets how many; its sequential part (alpha0 < 1) runs 2L tokens per row with a (2L, 2L) attention mask.
+- curriculum=True (Duo's Gumbel-softmax curriculum, spec §3.5): the B x L x V soft input, saved for the backward,
+  counted with the activations (the embedding's backward comes last).
 - total: the sum at the peak of the step, the largest of four candidates (`phase`: the loss in the forward, the
   start of the backward, a block's backward, the optimizer step); it is what torch.cuda.max_memory_allocated
   reports (eager mode; torch.compile fuses element-wise ops and usually saves less). `fits` adds what the
   allocator does not count (CUDA context, cuBLAS and NCCL workspaces, fragmentation).
+`sampling_bytes` is the same idea for sampling (sample.py refuses, in one line, a call that will not fit): the KV
+cache at its full length, the tokens, and the largest network call.
 The ledger is the eager model of today's model.py and family losses; tests/test_memory.py measures a small model
 and fails when the code and the ledger drift apart (e.g. a fused loss, a different attention kernel).
 """
@@ -130,7 +135,8 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
     n_diff = B if alpha0 == 1.0 else 0 if alpha0 == 0.0 else int(batch_split * B)
     if 0 < alpha0 < 1 and n_diff in (0, B):
         raise ValueError(f"eso with alpha0 = {alpha0} and batch_split = {batch_split} needs both parts in a "
-                         f"micro-batch, but {B} sequences give {n_diff} diffusion rows: raise --micro-batch-size")
+                         f"micro-batch, but {B} sequences give {n_diff} diffusion rows: pick --batch-split in (0, 1) "
+                         f"with 0 < floor(batch_split x micro-batch) < micro-batch (or raise --micro-batch-size)")
     passes = []
     if n_diff:  # diffusion part: the log-softmax of every row is saved (unmasked rows get the ignore index)
         R = n_diff * L
@@ -143,7 +149,7 @@ def forward_passes(cfg: ModelConfig, family, micro_batch_size, seq_len=None, opt
 
 
 def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, options=None,
-                     dtype='bfloat16', activation_checkpointing=False, mask_fraction=1.0):
+                     dtype='bfloat16', activation_checkpointing=False, mask_fraction=1.0, curriculum=False):
     """Activation memory of one micro-batch, eager -> dict of bytes:
     saved: all the forward leaves for the backward, of which `blocks` (the blocks' share; checkpointed: their
       inputs) and `logits` (the loss's V-wide tensors);
@@ -178,6 +184,10 @@ def activation_bytes(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=
         waiting = sum(q['saved_rows'] for q in passes[:i]) * V * f + (f * param_numel(cfg, 'final') if i else 0)
         out['recompute'] = max(out['recompute'], (layer if activation_checkpointing else 0) + N * d * (f + 3 * a)
                                + waiting)
+    if curriculum:  # Duo's curriculum (spec §3.5): the soft input softmax(w / tau), B x L x V fp32, is saved for
+        # the embedding's backward (its matmul with wte); the latent w and w / tau come and go before the forward
+        latent = micro_batch_size * (seq_len or cfg.seq_len) * cfg.vocab_size * 4
+        out['saved'] += latent   # with the activations: held until the very end of the backward
     return {k: int(v) for k, v in out.items()}
 
 
@@ -204,7 +214,7 @@ def working_weight_bytes(cfg: ModelConfig, dtype='bfloat16', fsdp=False, activat
 
 
 def plan(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, options=None, nproc=1, fsdp=False,
-         activation_checkpointing=False, dtype='bfloat16', grad_accum=1, mask_fraction=1.0):
+         activation_checkpointing=False, dtype='bfloat16', grad_accum=1, mask_fraction=1.0, curriculum=False):
     """Bytes per GPU at the peak of one training step (see the module docstring) -> dict with parameters,
     gradients, optimizer, working_weights, activations, logits, total (their sum), and phase: where the peak is,
     'forward' (the loss), 'backward' (its start: the loss's gradients), 'block backward' (a block's backward,
@@ -215,7 +225,7 @@ def plan(cfg: ModelConfig, family='ar', micro_batch_size=1, seq_len=None, option
     buckets, FSDP's shards and accumulated gradients are there all the time."""
     held = shard_numel(cfg, nproc, fsdp)
     act = activation_bytes(cfg, family, micro_batch_size, seq_len, options, dtype, activation_checkpointing,
-                           mask_fraction)
+                           mask_fraction, curriculum)
     copies_forward, copies_backward = working_weight_bytes(cfg, dtype, fsdp, activation_checkpointing)
     grads = 4 * held + (4 * param_numel(cfg) if fsdp and grad_accum > 1 else 0)  # FSDP no-sync: unsharded too
     if not (fsdp or nproc > 1 or grad_accum > 1):  # one process: no gradient yet, then the head's and one block's
@@ -343,3 +353,38 @@ class LiveTensors(TorchDispatchMode):
     def _free(self, key, nbytes):
         self._ids.discard(key)
         self.live -= nbytes
+
+
+# -----------------------------------------------------------------------------
+# sampling: what sample.py checks before it allocates
+
+def kv_cache_bytes(cfg: ModelConfig, family, n, length, use_cache=True, element_size=4):
+    """Bytes of the KV cache a sampler allocates for n samples of `length` tokens: n_layer x 2 (k, v) x n x H x
+    capacity x hd x element_size. AR preallocates capacity = length (ar.sample: model.new_cache(length)); Eso-LM
+    starts at seq_len and doubles when a call runs past the end (model.KVCache.update), so up to 2 x length, and
+    while one layer grows its old buffer is still alive. MDLM and Duo keep no cache."""
+    if not use_cache or family not in ('ar', 'eso'):
+        return 0
+    per_row = cfg.n_layer * 2 * n * cfg.n_embd * element_size                 # H x hd = n_embd
+    if family == 'ar':
+        return per_row * length
+    if length <= cfg.seq_len:
+        return per_row * cfg.seq_len
+    return per_row * 2 * length + per_row // cfg.n_layer * length            # + one layer's old buffer (<= length)
+
+
+def sampling_bytes(cfg: ModelConfig, family, n, length, use_cache=True, prompt_len=1, element_size=4):
+    """Bytes a sampler call holds at its peak for n samples of `length` tokens (sample.py's pre-check), roughly:
+    the tokens (n, length) int64 and the callback's copy, the KV cache at its full length (kv_cache_bytes), and the
+    largest network call: T rows through the blocks (~16 d-wide activations each) attending to K keys (scores,
+    softmax and mask: 3 x (n, H, T, K) fp32) and R rows through the head (fp32 logits and ~5 float64 V-wide
+    probability / Gumbel tensors). AR with its cache: the prompt at the first call, then one row over `length` keys,
+    the head on the last row only; AR without it reruns the prefix (T = K = length, R = 1); the diffusion families
+    score every position at every call (T = K = R = length)."""
+    d, H, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
+    if family == 'ar':
+        calls = [(prompt_len, prompt_len, 1), (1, length, 1)] if use_cache else [(length, length, 1)]
+    else:
+        calls = [(length, length, length)]
+    call = max(n * (T * d * element_size * 16 + H * T * K * 4 * 3 + R * V * (4 + 8 * 5)) for T, K, R in calls)
+    return 2 * n * length * 8 + kv_cache_bytes(cfg, family, n, length, use_cache, element_size) + call

@@ -234,6 +234,9 @@ class Model(nn.Module):
     def forward(self, idx, sigma=None, attn='full', pos=None, cache=None, keep=None, rows=None):
         """idx (B, T) token ids -> logits (B, T, V) in fp32, mask logit = -1e6.
 
+        idx may also be (B, T, V) float probabilities (Duo's curriculum, spec §3.5): embedded as idx @ wte.weight, the
+        probability-weighted average of the rows (a one-hot row gives exactly the token's embedding).
+
         sigma: (B,) noise level for adaLN, or None for sigma = 0 (every family but Duo).
         attn:  'causal' | 'full' | bool tensor (T, T) or (B, T, T), True = may attend. Ignored with a cache.
         pos:   (T,) or (B, T) rotary positions; default: arange(T), after the cached rows when a cache is given.
@@ -242,7 +245,7 @@ class Model(nn.Module):
         rows:  a slice of the T rows: only their logits are computed and returned (B, len(rows), V); the blocks still
                run on every row (Eso-LM's sequential part scores only its first half; AR sampling its last row).
         """
-        B, T = idx.shape
+        B, T = idx.shape[:2]
         Tc = 0 if cache is None else len(cache)
         if keep is not None and not 0 <= keep <= T:
             raise ValueError(f"keep must lie in [0, {T}] (the rows of this call), got {keep}")
@@ -271,7 +274,9 @@ class Model(nn.Module):
             if cache is not None:
                 cache.modulation = {} if reuse else None                             # filled by the blocks
 
-        x = self.wte(idx).float()  # (B, T, d) the residual stream is fp32 (a no-op unless FSDP gathers bf16 weights)
+        soft = idx.is_floating_point()  # (B, T, V) probabilities: their average embedding (spec §3.5)
+        # (B, T, d) the residual stream is fp32 (a no-op unless FSDP gathers bf16 weights)
+        x = (idx.to(self.wte.weight.dtype) @ self.wte.weight if soft else self.wte(idx)).float()
         recompute = self.activation_checkpointing and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.blocks):
             if recompute:  # same values and gradients, a block's activations held only while it is recomputed

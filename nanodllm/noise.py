@@ -6,7 +6,9 @@
   generator per validation sequence (`RowNoise`) in evaluation, so a validation loss does not depend on the
   micro-batch size or the number of processes;
 - the sampling time grid linspace(1, 1e-5, steps + 1) (spec §2.3);
-- float64 exponential-race (Gumbel-max) categorical sampling and nucleus (top-p) filtering (spec §0.5).
+- float64 exponential-race (Gumbel-max) categorical sampling and nucleus (top-p) filtering (spec §0.5), greedy at
+  temperature 0;
+- `given_mask`: the check of the conditional losses' `given` argument (issue 18).
 """
 import hashlib
 
@@ -178,7 +180,8 @@ def probs_from_logits(logits, temperature=1.0, top_p=1.0):
 
 def check_sampling_args(length, steps, prompt, mask_id):
     """The checks every sampler makes -> (steps, P): steps defaults to length; the prompt (P,) must be shorter than
-    the sample and hold clean token ids only."""
+    the sample and hold clean token ids only (the samplers pass prompt=None: decode.resolve_given checks it, with
+    `given`)."""
     steps = length if steps is None else steps
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

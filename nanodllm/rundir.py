@@ -10,7 +10,8 @@ a run. train.py builds one `RunDir` before any real work.
   written). Once the loop runs (`start_loop`), the first one is only recorded: the loop finishes its step, saves a
   checkpoint, writes results.json with status 'interrupted' and exits 130; a second one stops at once (the last
   checkpoint stays, see checkpoint.atomic_write).
-- results.json is written atomically (status 'completed' | 'interrupted' | 'diverged' | 'failed').
+- results.json is written atomically (status 'completed' | 'interrupted' | 'diverged' | 'failed'); `--resume` of a
+  finished run rewrites it from the checkpoint if it is missing or damaged (`results_problem`).
 - `agree` lets every rank of a DDP/FSDP run stop at the same step (a signal, a failed background checkpoint write)
   with one all-reduce of a CPU tensor: over gloo (a CPU-side group beside NCCL on GPUs), so the loop can call it
   every step without making the host wait for the GPU.
@@ -139,6 +140,22 @@ class RunDir:
                 self.log_file.flush()
             except (AttributeError, OSError):  # no log yet, or it cannot be written
                 pass
+
+    def results_problem(self):
+        """None if results.json is a readable record of a completed run; else what is wrong with it, as the end of
+        a sentence ('is missing', 'is not valid JSON', ...). train.py rewrites it then from a finished checkpoint."""
+        try:
+            with open(self.results_path, 'rb') as f:
+                results = json.loads(f.read())
+        except FileNotFoundError:
+            return "is missing"
+        except (OSError, ValueError) as e:  # (UnicodeDecodeError and json's errors are ValueErrors)
+            return f"is unreadable ({type(e).__name__})" if isinstance(e, OSError) else "is not valid JSON"
+        if not isinstance(results, dict):
+            return "is not a JSON object"
+        if results.get('status', 'completed') != 'completed':
+            return f"says {results.get('status')!r} although the checkpoint is at the last step"
+        return None
 
     def write_results(self, results):
         """rank 0: results.json, atomically. Returns False (after one line on stderr) if it cannot be written."""

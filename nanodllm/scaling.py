@@ -229,12 +229,14 @@ def _table(header, rows):
 
 def write_report(path, analysis, labels, setup, failed=(), figures=('isoflop.png', 'optima.png')):
     """report.md: set-up, optima table, exponents, multipliers (the paper's numbers beside ours), failed runs, and
-    what this scale can and cannot show. `setup` is a list of (name, value) lines; failed: (run, error) pairs."""
+    what this scale can and cannot show. `setup` is a list of (name, value) lines; failed: (run, error) pairs;
+    figures: the iso-FLOP and optima plots to link (only those that were drawn)."""
     fams = [f for f in labels if any(f == k for k, _ in analysis['curves'])]
     budgets = sorted({b for _, b in analysis['curves']})
     ref, laws = analysis['reference'], analysis['laws']
     out = ["# Iso-FLOP scaling sweep", ""] + [f"- **{k}**: {v}" for k, v in setup] + [""]
-    out += [f"![iso-FLOP curves]({figures[0]})", "", f"![optima]({figures[1]})", ""]
+    for alt, figure in zip(('iso-FLOP curves', 'optima'), figures):  # the plots drawn (none without a finished run)
+        out += [f"![{alt}]({figure})", ""]
 
     # optima per budget, and the paper's
     out += ["## Compute-optimal size N* and loss L* per budget", "",

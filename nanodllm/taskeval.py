@@ -18,10 +18,10 @@ import time
 import torch
 
 from nanodllm import data, tasks
-from nanodllm.common import get_family
+from nanodllm.families import get_family
 
 from nanodllm.decode import FREE
-from nanodllm.evaluate import sampler_kwargs as family_kwargs
+from nanodllm.quality import sampler_kwargs as family_kwargs
 
 
 def load_task(spec, split='test', n=None):

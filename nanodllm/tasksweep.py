@@ -29,7 +29,8 @@ import sys
 import torch
 
 from nanodllm import cli, launch, taskeval, tasks
-from nanodllm.common import load_checkpoint, resolve_device
+from nanodllm.checkpoint import load_checkpoint
+from nanodllm.common import resolve_device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, 'train.py')

@@ -15,7 +15,8 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from nanodllm import parallel
-from nanodllm.common import exit_process, get_family, init_distributed
+from nanodllm.common import exit_process, init_distributed
+from nanodllm.families import get_family
 from nanodllm.config import ModelConfig
 from nanodllm.model import Model
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanodllm import checkpoint, data
-from nanodllm.common import load_checkpoint, make_checkpoint, save_checkpoint  # the names other code imports
+from nanodllm.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from nanodllm.config import get_config
 from nanodllm.model import Model
 from scripts import make_corpus

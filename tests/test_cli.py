@@ -1,20 +1,26 @@
-"""A newcomer's mistakes with train.py and sample.py: each row is one bad command that must end with exit code 2 (1 for
-a sampler failure), one line `error: ...` containing a phrase that names the problem, and no traceback.
+"""A newcomer's mistakes with train.py, sample.py and `python -m nanodllm.flops`: each row is one bad command that
+must end with exit code 2 (1 for a sampler failure), one line `error: ...` containing a phrase that names the
+problem, no traceback, and never torch's hint to load a checkpoint with weights_only=False.
 
     python -m pytest -q tests/test_cli.py      # ~20 s: one Python start, then one fork per row (tests/scripts.py)
 
 Every row fails before any training step (a run that trained would exit 0 and fail the row).
 """
 import os
+import re
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from nanodllm import flops, memory
 from nanodllm.checkpoint import make_checkpoint
-from nanodllm.common import FAMILIES
+from nanodllm.families import FAMILIES
 from nanodllm.config import get_config
 from nanodllm.model import Model
-from scripts import make_corpus
+from scripts import ENV, ROOT, make_corpus
 
 CUDA, MPS = torch.cuda.is_available(), torch.backends.mps.is_available()
 
@@ -29,6 +35,10 @@ TRAIN = [
     ('alpha0 for mdlm', ['--family', 'mdlm', '--alpha0', '0.5'], '--alpha0 does not apply to --family mdlm', 2),
     ('batch-split range', ['--family', 'eso', '--batch-split', '-0.1'], 'argument --batch-split: must be', 2),
     ('eso split empty', ['--family', 'eso', '--alpha0', '0.5'], 'leaves one of them empty', 2),
+    ('batch-split at alpha0 1', ['--family', 'eso', '--batch-split', '0.5'],
+     "--batch-split splits a batch between Eso-LM's two parts, but --alpha0 1 trains only the diffusion part", 2),
+    ('batch-split at alpha0 0', ['--family', 'eso', '--alpha0', '0', '--batch-split', '0.5'],
+     '--alpha0 0 trains only the sequential part: drop --batch-split', 2),
     ('tokenizer', ['--tokenizer', 'bpe'], 'argument --tokenizer: invalid choice', 2),
     ('seq-len 0', ['--seq-len', '0'], 'argument --seq-len: must be an integer >= 1', 2),
     ('seq-len text', ['--seq-len', 'long'], 'argument --seq-len: must be an integer', 2),
@@ -97,6 +107,22 @@ TRAIN = [
      'is a --size nano model (2 layers, width 64, 2 heads) but --size is zepto', 2),
     ('init-from another tokenizer', ['--init-from', '{mdlm}', '--family', 'mdlm', '--tokenizer', 'gpt2'],
      'was trained with --tokenizer byte but --tokenizer is gpt2', 2),
+    ('curriculum on mdlm', ['--family', 'mdlm', '--curriculum'], '--curriculum applies to --family duo only', 2),
+    ('curriculum option on ar', ['--curriculum-tau', '-1', '-2'], '--curriculum-tau applies to --family duo only', 2),
+    ('curriculum option alone', ['--family', 'duo', '--curriculum-steps', '1', '2'], '--curriculum-steps needs '
+     '--curriculum', 2),
+    ('curriculum steps order', ['--family', 'duo', '--curriculum', '--curriculum-steps', '5', '2'],
+     'need 0 <= START <= END', 2),
+    ('curriculum gamma order', ['--family', 'duo', '--curriculum', '--gamma', '-1', '-3'], 'need MIN < MAX', 2),
+    ('distill on ar', ['--distill-from', '{duo}'], '--distill-from applies to --family duo only', 2),
+    ('distill option alone', ['--family', 'duo', '--distill-every', '3'], '--distill-every needs --distill-from', 2),
+    ('distill and curriculum', ['--family', 'duo', '--curriculum', '--distill-from', '{duo}'], 'are two stages', 2),
+    ('distill a non-duo checkpoint', ['--family', 'duo', '--distill-from', '{mdlm}'], 'is a mdlm checkpoint', 2),
+    ('distill another size', ['--family', 'duo', '--distill-from', '{duo}', '--size', 'micro'],
+     'pass the same --size and --seq-len', 2),
+    ('distill another tokenizer', ['--family', 'duo', '--distill-from', '{duo}', '--tokenizer', 'gpt2'],
+     'uses the byte tokenizer', 2),
+    ('distill a missing checkpoint', ['--family', 'duo', '--distill-from', '{tmp}/missing.pt'], 'no checkpoint at', 2),
 ]
 if not CUDA:
     TRAIN += [('device cuda unavailable', ['--device', 'cuda'], 'no CUDA GPU is visible', 2),
@@ -107,8 +133,9 @@ if not MPS:
 SAMPLE = [
     ('ckpt missing', ['--ckpt', '{tmp}/missing.pt'], 'no checkpoint at', 2),
     ('ckpt is a folder', ['--ckpt', '{tmp}'], 'no checkpoint at', 2),
-    ('ckpt truncated', ['--ckpt', '{truncated}'], 'it may be truncated', 2),
-    ('ckpt not torch', ['--ckpt', '{file}'], 'not a readable checkpoint', 2),
+    ('ckpt truncated', ['--ckpt', '{truncated}'], 'is a damaged checkpoint (it may be truncated', 2),
+    ('ckpt not torch', ['--ckpt', '{file}'], 'is not a nanodllm checkpoint', 2),
+    ('ckpt random bytes', ['--ckpt', '{random}'], 'is not a nanodllm checkpoint', 2),  # torch: "weights_only=False"
     ('ckpt malicious pickle', ['--ckpt', '{evil}'], 'refusing to load', 2),
     ('ckpt other dict', ['--ckpt', '{other}'], 'is not a nanodllm checkpoint', 2),
     ('ckpt edited family', ['--ckpt', '{bad_family}'], "unknown family 'nope'", 2),
@@ -126,7 +153,11 @@ SAMPLE = [
     ('num-samples 0', ['--num-samples', '0'], 'argument --num-samples: must be an integer >= 1', 2),
     ('num-samples text', ['--num-samples', 'two'], 'argument --num-samples', 2),
     ('length negative', ['--length', '-1'], 'argument --length: must be an integer >= 0', 2),
-    ('length too long for memory', ['--length', '1000000000'], 'lower --length or --num-samples', 2),
+    ('length too long for memory', ['--num-samples', '1000000000', '--length', '32'],
+     'lower --length or --num-samples', 2),
+    ('KV cache too large', ['--ckpt', '{ar}', '--num-samples', '10000000', '--length', '64'],
+     '(the KV cache, allocated at its full length: ', 2),
+    ('length far past the context', ['--ckpt', '{ar}', '--length', '10000000'], 'more than 8x the 32 tokens', 2),
     ('noise-removal unknown', ['--noise-removal', 'magic'], 'argument --noise-removal: invalid choice', 2),
     ('noise-removal none for duo', ['--ckpt', '{duo}', '--noise-removal', 'none'], 'not available for duo', 2),
     ('noise-removal for ar', ['--ckpt', '{ar}', '--noise-removal', 'greedy'], 'does not apply to the ar family', 2),
@@ -153,6 +184,27 @@ SAMPLE = [
 ]
 if not CUDA:
     SAMPLE += [('device cuda unavailable', ['--device', 'cuda'], 'no CUDA GPU is visible', 2)]
+
+
+# python -m nanodllm.flops: (name, arguments after --size nano, phrase of the message); run in this process (main)
+FLOPS = [
+    ('micro-batch 0', ['--micro-batch-size', '0'], 'argument --micro-batch-size: must be an integer >= 1'),
+    ('nproc 0', ['--nproc', '0'], 'argument --nproc: must be an integer >= 1'),
+    ('seq-len 0', ['--seq-len', '0'], 'argument --seq-len: must be an integer >= 2'),
+    ('vocab 0', ['--vocab', '0'], 'argument --vocab: must be an integer >= 2'),
+    ('dtype unknown', ['--dtype', 'foo'], 'argument --dtype: invalid choice'),
+    ('gpu-memory text', ['--gpu-memory', 'abc'], "argument --gpu-memory: must be a size such as 80GB"),
+    ('gpu-memory 0', ['--gpu-memory', '0GB'], 'argument --gpu-memory: must be a size'),
+    ('alpha0 range', ['--family', 'eso', '--alpha0', '2'], 'argument --alpha0: must be a finite number >= 0 and <= 1'),
+    ('batch negative', ['--batch-size', '-8'], 'argument --batch-size: must be an integer >= 0'),
+    ('size unknown', ['--size', 'huge'], "unknown size 'huge'"),
+    ('family unknown', ['--family', 'mdml'], "unknown family 'mdml'"),
+    ('alpha0 for ar', ['--alpha0', '0.5'], '--alpha0 does not apply to --family ar'),
+    ('batch-split at alpha0 1', ['--family', 'eso', '--batch-split', '0.5'], '--alpha0 1 trains only one'),
+    ('eso split empty', ['--family', 'eso', '--alpha0', '0.5', '--batch-split', '0.5'], 'pick --batch-split in (0, 1)'),
+    ('batch not a multiple', ['--batch-size', '3', '--nproc', '2'],
+     'not a multiple of --micro-batch-size 1 x --nproc 2'),
+]
 
 
 class Evil:
@@ -187,6 +239,9 @@ def outputs(tmp_path_factory, runner):
                  empty=str(tmp / 'empty.txt'), latin1=str(tmp / 'latin1.txt'), evil=str(tmp / 'evil.pt'),
                  marker=str(tmp / 'code_ran'), ckpt_dir=str(tmp / 'done'))
     (tmp / 'afile').write_text('not a checkpoint')
+    paths['random'] = str(tmp / 'random.bin')
+    (tmp / 'random.bin').write_bytes(bytes(torch.randint(0, 256, (3000,), generator=torch.Generator().manual_seed(0))
+                                           .tolist()))
     (tmp / 'empty.txt').write_text('')
     (tmp / 'latin1.txt').write_bytes('café au lait'.encode('latin-1'))
     paths['nofields'], paths['longrecords'] = str(tmp / 'qa.jsonl'), str(tmp / 'long.jsonl')
@@ -229,6 +284,7 @@ def outputs(tmp_path_factory, runner):
 def _check(out, phrase, code):
     text = out.stdout + out.stderr
     assert 'Traceback' not in text, text[-3000:]
+    assert not re.search(r'weights_only`?( set to |=)`?False', text), text[-3000:]  # never suggest an unsafe load
     assert out.returncode == code, (out.returncode, text[-3000:])
     errors = [line for line in out.stderr.splitlines() if line.startswith('error:')]
     assert len(errors) == 1, out.stderr[-3000:]                            # one line, not a usage block
@@ -245,6 +301,36 @@ def test_sample_refuses_bad_input_in_one_line(outputs, name, args, phrase, code)
     _check(outputs[('sample', name)], phrase, code)
 
 
+@pytest.mark.parametrize('name,args,phrase', FLOPS, ids=[row[0] for row in FLOPS])
+def test_flops_refuses_bad_input_in_one_line(capsys, name, args, phrase):
+    with pytest.raises(SystemExit) as stop:  # any other exception (ZeroDivisionError, AttributeError) fails the row
+        flops.main(['--size', 'nano'] + args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith('error:') and len(err.strip().splitlines()) == 1, err
+    assert phrase in err, err
+
+
 def test_the_table_is_large_and_the_crafted_pickle_ran_no_code(outputs):
     assert len(TRAIN) + len(SAMPLE) >= 60
     assert not outputs['marker']  # sample.py refused evil.pt without unpickling its payload
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc/self/status')
+def test_an_allocation_that_fails_while_sampling_is_one_line(tmp_path):
+    """The pre-check passes (the host has the memory) but the process may not map it: an address-space limit a
+    little above what the imports need, so the KV cache of 6000 AR samples of 256 tokens (1.6 GB) cannot be
+    allocated. The CPU allocator's RuntimeError becomes one line naming the fix, exit 1."""
+    from nanodllm.common import free_memory
+    ckpt = _checkpoint(tmp_path / 'ar.pt', 'ar')
+    kv = memory.kv_cache_bytes(get_config('nano', 257, 32), 'ar', 6000, 256)
+    if free_memory('cpu') < 2 * kv:
+        pytest.skip('too little free memory for the pre-check to pass')
+    probe = subprocess.run([sys.executable, '-c', "import torch, tqdm, nanodllm.checkpoint, nanodllm.data, "
+                            "nanodllm.memory; print(open('/proc/self/status').read().split('VmSize:')[1].split()[0])"],
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    limit = int(probe.stdout) * 1024 + int(0.6 * kv)                   # room for the first layer's k and v only
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'sample.py'), '--ckpt', ckpt, '--device', 'cpu',
+                          '--length', '256', '--num-samples', '6000'], env=ENV, capture_output=True, text=True,
+                         timeout=300, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    _check(out, 'out of memory while sampling 6000 x 256 tokens on cpu: lower --length or --num-samples', 1)

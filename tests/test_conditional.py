@@ -169,3 +169,40 @@ def test_bad_given_is_one_line():
             family.loss(model, x0, given=given.long())
         with pytest.raises(ValueError, match='given must be a bool tensor'):
             family.loss(model, x0, given=given[:, :-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family,steps', [('ar', 100), ('mdlm', 300), ('duo', 300), ('eso', 400)])
+def test_conditional_fine_tune_overfits_and_decodes_the_responses(family, steps):
+    """Behaviour: trained with `given` = the prompt on three prompt/response/EOS-pad records, every family's loss
+    falls far and greedy conditional decoding (left to right one token per call, the family's own sampler, and
+    for MDLM/Eso-LM the confidence order) writes back exactly each record's response and its EOS padding."""
+    from nanodllm import decode
+    Lr = 8
+    x0 = torch.tensor([[1, 2, 3, 4, 5, 6, EOS, EOS],
+                       [2, 3, 1, 7, EOS, EOS, EOS, EOS],
+                       [3, 1, 2, 8, 9, 4, 5, EOS]])
+    given = torch.zeros_like(x0, dtype=torch.bool)
+    given[:, :3] = True
+    model = make_model(vocab_size=V, seq_len=Lr, n_layer=1, randomize=False).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95))
+    torch.manual_seed(0)
+    losses = []
+    for step in range(steps):
+        nll, n = FAMILY[family].loss(model, x0.repeat(4, 1), generator=torch.Generator().manual_seed(step),
+                                     given=given.repeat(4, 1))
+        (nll / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        losses.append((nll / n).item())
+    assert sum(losses[-10:]) / 10 < 0.05 * sum(losses[:10]) / 10
+    model.eval()
+    prompt_only = torch.where(given, x0, decode.FREE)
+    orders = ['random', 'confidence'] if family in ('mdlm', 'eso') else ['random']
+    for order in orders:
+        for block_size, T in [(1, 1), (None, Lr)]:
+            x, _ = FAMILY[family].sample(model, 3, Lr, steps=T, given=prompt_only, order=order, block_size=block_size,
+                                         temperature=0.0, generator=torch.Generator().manual_seed(0))
+            assert x.tolist() == x0.tolist(), (order, block_size)
+            assert decode.cut_at_eos(x, EOS, prompt_only) == [[1, 2, 3, 4, 5, 6], [2, 3, 1, 7], [3, 1, 2, 8, 9, 4, 5]]

@@ -98,3 +98,22 @@ def test_the_background_writer_writes_atomically_and_reports_a_failure_at_the_ne
     assert torch.load(path, weights_only=True)['step'] == 1            # the previous checkpoint, intact
     assert os.listdir(tmp_path) == ['ckpt.pt']                         # no temporary file left
     monkeypatch.setattr(torch, 'save', real_save)
+
+
+def test_a_failed_first_save_says_no_checkpoint_was_written_and_never_quotes_torch(tmp_path, monkeypatch):
+    """torch's serializer fails with C++ internals (a real full disk: '[enforce fail at inline_container.cc:672]
+    ... unexpected pos'); the line gives the space left instead, and, with no earlier checkpoint, says that none
+    was written rather than 'the previous checkpoint is kept, continue with --resume'."""
+    path = str(tmp_path / 'ckpt.pt')
+
+    def broken(obj, f):
+        f.write(b'half a checkpoint')
+        raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
+    monkeypatch.setattr(torch, 'save', broken)
+    writer = checkpoint.BackgroundWriter()
+    writer.start(path, {'step': 1})
+    message = writer.wait()
+    assert message.startswith(f"could not save {path}: the write failed (") and 'MiB free on that disk' in message
+    assert 'no checkpoint was written' in message and '--resume' not in message and 'previous' not in message
+    assert 'enforce' not in message and 'inline_container' not in message and '\n' not in message
+    assert os.listdir(tmp_path) == []

@@ -17,7 +17,7 @@ import torch
 from helpers import make_model
 
 from nanodllm import ar, memory
-from nanodllm.common import get_family
+from nanodllm.families import get_family
 from nanodllm.config import ModelConfig, get_config
 from nanodllm.model import Model
 
@@ -196,3 +196,34 @@ def test_cli_prints_the_plan_and_rejects_bad_input():
         assert word in out.stdout
     bad = subprocess.run(cmd[:3] + ['--size', 'huge'], capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith('error:') and len(bad.stderr.strip().splitlines()) == 1
+
+
+# -----------------------------------------------------------------------------
+# sampling: sample.py's pre-check counts the KV cache the sampler really allocates
+
+@pytest.mark.parametrize('family,length', [('ar', 12), ('ar', 40), ('eso', 12), ('eso', 40)])
+def test_the_sampling_check_counts_the_kv_cache_the_sampler_allocates(family, length, monkeypatch):
+    """The bytes of the KV cache buffers a sampler allocates, summed after the sampling, against kv_cache_bytes:
+    AR preallocates `length` rows (equal); Eso-LM starts at seq_len = 16 and doubles past it (length 12: equal;
+    40: the bound holds). Lengths past seq_len are what sample.py's old one-row check missed."""
+    cfg = ModelConfig(vocab_size=33, n_layer=2, n_head=2, n_embd=16, seq_len=16)
+    torch.manual_seed(0)
+    model = Model(cfg).eval()
+    caches, new_cache = [], model.new_cache
+    monkeypatch.setattr(model, 'new_cache', lambda *a, **k: caches.append(new_cache(*a, **k)) or caches[-1])
+    prompt = torch.tensor([0]) if family == 'ar' else None
+    get_family(family).sample(model, 3, length, steps=8, prompt=prompt, generator=torch.Generator().manual_seed(0))
+    held = sum(t.numel() * t.element_size() for t in caches[0].k + caches[0].v)
+    predicted = memory.kv_cache_bytes(cfg, family, 3, length)
+    assert held > 0 and (held == predicted if family == 'ar' or length <= cfg.seq_len else held <= predicted)
+    assert memory.kv_cache_bytes(cfg, family, 3, length, use_cache=False) == 0
+    assert memory.sampling_bytes(cfg, family, 3, length) > predicted
+
+
+def test_the_sampling_check_refuses_the_kv_cache_of_a_very_long_ar_sample():
+    """The case sample.py used to let through: AR at --length 10,000,000 on the nano model, 2 samples: the cache is
+    n_layer x 2 x n x H x length x hd x 4 bytes = 20.5 GB, where one row per call counted well under 1 GB."""
+    cfg = get_config('nano', 257, 32)
+    assert memory.kv_cache_bytes(cfg, 'ar', 2, 10**7) == cfg.n_layer * 2 * 2 * cfg.n_head * 10**7 * (
+        cfg.n_embd // cfg.n_head) * 4
+    assert memory.sampling_bytes(cfg, 'ar', 2, 10**7) > 20e9

@@ -1,4 +1,4 @@
-"""The speed-quality Pareto frontier through `sweep.py --pareto` (nanodllm/evaluate.py, paper §1.5): which
+"""The speed-quality Pareto frontier through `sweep.py --pareto` (nanodllm/pareto.py, paper §1.5): which
 checkpoints of a finished sweep it samples, the rows cache, bad input, Ctrl-C, and the command end to end.
 
 The sweep is faked: run folders named as sweep.py names them, each with a results.json (status, validation loss,
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from helpers import make_model
-from nanodllm import evaluate, launch
-from nanodllm.common import make_checkpoint, save_checkpoint
+from nanodllm import launch, pareto, quality
+from nanodllm.checkpoint import make_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
@@ -73,7 +73,7 @@ def test_completed_runs_read_from_the_run_folders(tmp_path):
 
 
 def chosen_names(runs, **kwargs):
-    chosen, notes = evaluate.pick_sweep_runs(runs, **kwargs)
+    chosen, notes = pareto.pick_sweep_runs(runs, **kwargs)
     return [r['name'] for r in chosen], notes
 
 
@@ -90,7 +90,7 @@ def test_the_compute_optimal_run_of_each_family_is_picked(tmp_path):
     names, _ = chosen_names(runs, all_budgets=True)
     assert names == ['ar_atto_1e+10', 'ar_femto_2e+10', 'mdlm_femto_1e+10', 'mdlm_pico_2e+10']
     with pytest.raises(ValueError, match=r'--budget 3e\+10 has no completed run.*1e\+10, 2e\+10'):
-        evaluate.pick_sweep_runs(runs, budget=3e10)
+        pareto.pick_sweep_runs(runs, budget=3e10)
 
 
 def test_without_a_fully_bracketed_budget_the_most_bracketed_largest_one_is_used(tmp_path):
@@ -118,15 +118,15 @@ def test_rows_already_measured_are_read_back_not_measured_again(tmp_path, judge_
     a retrained checkpoint (new file) is measured again."""
     monkeypatch.chdir(tmp_path)  # reference() prepares data/ under the cwd
     ckpts = [('AR', save(tmp_path / 'ar.pt', 'ar')), ('MDLM', save(tmp_path / 'mdlm.pt', 'mdlm', seed=1), {'run': 'm'})]
-    judge, cache = evaluate.load_judge(judge_path), str(tmp_path / 'pareto' / 'rows.jsonl')
+    judge, cache = quality.load_judge(judge_path), str(tmp_path / 'pareto' / 'rows.jsonl')
     calls = []
-    measure = evaluate.evaluate_setting
-    monkeypatch.setattr(evaluate, 'evaluate_setting', lambda *a, **k: calls.append(a[1]['family']) or measure(*a, **k))
+    measure = quality.evaluate_setting
+    monkeypatch.setattr(pareto, 'evaluate_setting', lambda *a, **k: calls.append(a[1]['family']) or measure(*a, **k))
 
     def run(steps, seed=0):
         calls.clear()
-        return evaluate.run_pareto(ckpts, judge, steps, num_samples=3, batch_size=2, seed=seed, cache=cache,
-                                   log=lambda *a: None)
+        return pareto.run_pareto(ckpts, judge, steps, num_samples=3, batch_size=2, seed=seed, cache=cache,
+                                 log=lambda *a: None)
     first = run([2, 4])
     assert len(calls) == 3 and len(open(cache).readlines()) == 3
     assert [(r['label'], r['steps'], r.get('run')) for r in first['rows']] == [('AR', None, None), ('MDLM', 2, 'm'),
@@ -137,6 +137,7 @@ def test_rows_already_measured_are_read_back_not_measured_again(tmp_path, judge_
         f.write('{"key": {"ckpt": "half a li')
     more = run([2, 4, 8])
     assert len(calls) == 1 and more['rows'][:3] == first['rows'] and more['rows'][3]['steps'] == 8
+    assert run([2, 4, 8])['rows'] == more['rows'] and calls == []              # the row after the torn line is read
     run([2], seed=1)
     assert len(calls) == 2
     save(tmp_path / 'mdlm.pt', 'mdlm', seed=5)                                  # retrained: a new file
@@ -145,10 +146,26 @@ def test_rows_already_measured_are_read_back_not_measured_again(tmp_path, judge_
     assert calls == ['mdlm', 'mdlm']                                             # its two rows, not AR's
 
 
+def test_a_row_appended_after_a_torn_line_starts_its_own_line(tmp_path):
+    """append_row writes whole lines; after a line torn by a kill the next row is not glued to it: read_rows skips
+    the torn line and reads every whole one, before and after it."""
+    path = str(tmp_path / 'pareto' / 'rows.jsonl')
+    key = lambda i: json.dumps(dict(ckpt='c', steps=i), sort_keys=True)  # noqa: E731
+    pareto.append_row(path, key(1), dict(gen_ppl=1.0))
+    pareto.append_row(path, key(2), dict(gen_ppl=2.0))
+    with open(path, 'rb+') as f:                     # a kill in the middle of the second line
+        f.truncate(os.path.getsize(path) - 9)
+    assert pareto.read_rows(path) == {key(1): dict(gen_ppl=1.0)}
+    pareto.append_row(path, key(3), dict(gen_ppl=3.0))
+    pareto.append_row(path, key(4), dict(gen_ppl=4.0))
+    assert pareto.read_rows(path) == {key(1): dict(gen_ppl=1.0), key(3): dict(gen_ppl=3.0), key(4): dict(gen_ppl=4.0)}
+    assert open(path, 'rb').read().endswith(b'\n') and len(open(path).readlines()) == 4
+
+
 def test_default_steps_are_powers_of_two_up_to_the_length():
-    assert evaluate.default_steps(128) == [8, 16, 32, 64, 128]
-    assert evaluate.default_steps(100) == [8, 16, 32, 64]
-    assert evaluate.default_steps(5) == [5]
+    assert pareto.default_steps(128) == [8, 16, 32, 64, 128]
+    assert pareto.default_steps(100) == [8, 16, 32, 64]
+    assert pareto.default_steps(5) == [5]
 
 
 # -----------------------------------------------------------------------------
@@ -230,14 +247,14 @@ def test_bad_input_is_one_line(tmp_path, runner, args, message):
 
 _INTERRUPT_AT = r'''
 import runpy, sys
-from nanodllm import evaluate
-measure, calls = evaluate.evaluate_setting, [0]
+from nanodllm import pareto
+measure, calls = pareto.evaluate_setting, [0]
 def interrupted(*args, **kwargs):  # Ctrl-C while the 2nd setting is being measured
     calls[0] += 1
     if calls[0] == 2:
         raise KeyboardInterrupt
     return measure(*args, **kwargs)
-evaluate.evaluate_setting = interrupted
+pareto.evaluate_setting = interrupted
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 '''

@@ -237,9 +237,59 @@ def test_a_full_disk_at_save_time_keeps_the_previous_checkpoint(corpus, trained,
                                           '--out-dir', out, '--resume'], tmp_path, disk_full_at=1)
     assert full.returncode == 1, full.stderr[-2000:]
     assert len(errors(full)) == 1 and 'could not save' in errors(full)[0] and 'No space left' in errors(full)[0]
+    assert 'the previous checkpoint is kept, continue with --resume' in errors(full)[0]
     assert (out / 'ckpt.pt').read_bytes() == good
     assert not [f for f in os.listdir(out) if f.endswith('.tmp')]           # the half-written temporary is gone
     assert json.loads((out / 'results.json').read_text())['status'] == 'failed'
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_first_save_says_no_checkpoint_was_written(corpus, tmp_path, runner):
+    """The first checkpoint of a new run fails: there is no previous checkpoint to keep or --resume, and the line
+    says so (the same command again starts the run afresh)."""
+    full = runner('train.py', TINY + ['--data', corpus, '--family', 'ar', '--max-steps', '3', '--eval-every', '1',
+                                      '--out-dir', 'run'], tmp_path, disk_full_at=1)
+    assert full.returncode == 1, full.stderr[-2000:]
+    assert len(errors(full)) == 1 and 'No space left on device: no checkpoint was written' in errors(full)[0]
+    assert 'previous checkpoint' not in errors(full)[0] and '--resume' not in errors(full)[0]
+    assert not (tmp_path / 'run' / 'ckpt.pt').exists()
+    assert not [f for f in os.listdir(tmp_path / 'run') if f.endswith('.tmp')]
+    assert json.loads((tmp_path / 'run' / 'results.json').read_text())['status'] == 'failed'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('damage', ['truncated', 'missing', 'interrupted'])
+def test_resuming_a_finished_run_mends_its_results_json_and_the_sweep_counts_it(corpus, trained, tmp_path, runner,
+                                                                                damage):
+    """A finished run whose results.json was cut to 60 bytes, deleted, or says 'interrupted' (a second signal after
+    the last checkpoint): as the sweep sees it (exit code 0 recorded), it is not completed but resumable, with the
+    reason; --resume trains nothing and rewrites results.json from the checkpoint (one warning line); afterwards
+    it is valid JSON, status 'completed' at the last step, and the sweep counts the run completed (--pareto too)."""
+    from nanodllm import launch
+    sweep_dir = tmp_path / 'sweep'
+    out = sweep_dir / 'runs' / 'mdlm_nano_1e+10'                          # a sweep's run folder name
+    shutil.copytree(trained, out)
+    (out / launch.EXIT_FILE).write_text('0\n')
+    good = json.loads((out / 'results.json').read_text())
+    if damage == 'truncated':
+        (out / 'results.json').write_bytes((out / 'results.json').read_bytes()[:60])
+    elif damage == 'missing':
+        os.remove(out / 'results.json')
+    else:
+        (out / 'results.json').write_text(json.dumps(dict(good, status='interrupted')))
+    state, _, why = launch.run_state(str(out))
+    assert state == 'interrupted' and (damage == 'interrupted' or 'results.json is missing or damaged' in why)
+    assert launch.completed_runs(str(sweep_dir)) == []
+    ckpt = (out / 'ckpt.pt').read_bytes()
+    done = runner('train.py', TINY + ['--data', corpus, '--family', 'mdlm', '--max-steps', '2', '--out-dir', out,
+                                      '--resume'], tmp_path)
+    assert done.returncode == 0 and 'nothing to do' in done.stdout, done.stderr[-2000:]
+    assert errors(done) == [] and f"{out}/results.json " in done.stderr and 'rewritten from' in done.stderr
+    res = json.loads((out / 'results.json').read_text())
+    assert res['status'] == 'completed' and res['step'] == res['steps'] == 2 and res['val_loss'] == good['val_loss']
+    assert (out / 'ckpt.pt').read_bytes() == ckpt                          # nothing trained
+    assert launch.run_state(str(out))[0] == 'completed'
+    assert [r['name'] for r in launch.completed_runs(str(sweep_dir))] == ['mdlm_nano_1e+10']
 
 
 @pytest.mark.slow

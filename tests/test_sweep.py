@@ -44,6 +44,13 @@ def write(path, text):
       'RuntimeError: CUDA out of memory\n'}, 'failed', 'exit code 1: RuntimeError: CUDA out of memory'),
     ({'exit_code': '1', 'stderr.txt': 'error: the one line\nChildFailedError:\n  train.py FAILED\n=========\n'},
      'failed', 'exit code 1: error: the one line'),                          # torchrun's summary comes after
+    # exited 0, then results.json was damaged: resumed (train.py rewrites it from ckpt.pt), never failed unexplained
+    ({'results.json': '{\n  "status": "completed",\n  "ste', 'ckpt.pt': 'x', 'exit_code': '0'}, 'interrupted',
+     'exited 0 but its results.json is missing or damaged: resumed, train.py rewrites it from ckpt.pt'),
+    ({'results.json': '[1, 2]', 'ckpt.pt': 'x', 'exit_code': '0'}, 'interrupted',
+     'exited 0 but its results.json is missing or damaged: resumed, train.py rewrites it from ckpt.pt'),
+    ({'exit_code': '0'}, 'failed', 'exited 0 but left neither a readable results.json nor a ckpt.pt: --retry-failed '
+     'trains it again'),
 ])
 def test_run_state_from_the_files_in_the_folder(tmp_path, files, state, error):
     for name, content in files.items():
@@ -237,7 +244,15 @@ def test_slurm_launcher_writes_a_script_for_the_unfinished_runs(tmp_path):
     assert '#SBATCH --array=0-11' in script.read_text() and 'sbatch' in out.stdout
     index = [json.loads(line) for line in open(tmp_path / 'runs' / 'sweep_quick' / 'runs.jsonl')]
     assert len(index) == 12 and {r['status'] for r in index} == {'new'}
-    assert (tmp_path / 'runs' / 'sweep_quick' / 'report.md').exists()
+    report = (tmp_path / 'runs' / 'sweep_quick' / 'report.md').read_text()
+    assert '.png' not in report                                           # no plot was drawn, none is linked
+
+
+def test_collect_with_nothing_finished_is_refused_and_writes_no_report(tmp_path):
+    out = sweep(['--preset', 'quick', '--collect'], tmp_path, check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: --collect: none of the 12 runs')
+    assert 'Traceback' not in out.stderr and not (tmp_path / 'runs' / 'sweep_quick' / 'report.md').exists()
 
 
 @pytest.mark.slow
@@ -270,10 +285,14 @@ def test_quick_preset_end_to_end_resume_and_a_failing_run(tmp_path):
     assert mtimes == {n: os.path.getmtime(os.path.join(out_dir / 'runs' / n, 'results.json')) for n in mtimes}
 
     os.remove(broken / 'ckpt.pt')
+    damaged = out_dir / 'runs' / 'ar_zepto_1e+10' / 'results.json'       # a finished run's results.json cut short
+    damaged.write_bytes(damaged.read_bytes()[:60])
     retry = sweep(['--preset', 'quick', '--retry-failed'], tmp_path)
-    assert 'training 1 runs' in retry.stdout
+    assert 'training 2 runs' in retry.stdout                              # the failed one, and the damaged one resumed
+    assert 'ar_zepto_1e+10: exited 0 but its results.json is missing or damaged: resumed' in retry.stdout
     index = [json.loads(line) for line in open(out_dir / 'runs.jsonl')]
     assert {r['status'] for r in index} == {'completed'}
+    assert json.loads(damaged.read_text())['status'] == 'completed'       # rewritten from its checkpoint
 
 
 def processes_in(folder):

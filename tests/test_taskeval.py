@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nanodllm import data, taskeval, tasks
-from nanodllm.common import get_family
+from nanodllm.families import get_family
 from nanodllm.config import ModelConfig
 from nanodllm.model import Model
 

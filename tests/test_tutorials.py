@@ -146,7 +146,7 @@ def try_this_commands(text):
 
 
 def command_problems(text):
-    from nanodllm.common import FAMILIES
+    from nanodllm.families import FAMILIES
     from nanodllm.config import SIZES
     problems = []
     commands = try_this_commands(text)
@@ -231,7 +231,7 @@ def test_a_planted_bad_flag_or_family_is_caught():
                       ('python sample.py --temp 0.7', 'unrecognized arguments'),
                       ('python no_such_script.py', 'no such script'),
                       ('python -m nanodllm.flops --size 1.7b --fsdp --bogus', 'unrecognized arguments'),
-                      ('python -m nanodllm.flops --size 1.7b --family mdml', "unknown --family 'mdml'"),
+                      ('python -m nanodllm.flops --size 1.7b --family mdml', "unknown family 'mdml'"),
                       ('python -m nanodllm.nope --x 1', 'no such script'),
                       ('python sweep.py --preset quik', 'invalid choice'),
                       ('ls -la', 'runs no script')]:
@@ -285,9 +285,9 @@ def test_lesson_script_quick(stem, workdir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_lessons_use_a_users_checkpoint(workdir, tmp_path, capsys):
-    """--ckpt: a checkpoint as train.py writes it (common.make_checkpoint) replaces the in-process training; a
+    """--ckpt: a checkpoint as train.py writes it (checkpoint.make_checkpoint) replaces the in-process training; a
     checkpoint of the wrong family is a one-line error with exit code 2."""
-    from nanodllm.common import make_checkpoint, save_checkpoint
+    from nanodllm.checkpoint import make_checkpoint, save_checkpoint
     from nanodllm.config import get_config
     from nanodllm.model import Model
     cfg = get_config('nano', 257, 32)
@@ -345,7 +345,7 @@ def test_lesson07_draws_a_finished_sweep(workdir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_lesson08_refuses_a_judge_that_is_not_ar_before_training(workdir, tmp_path, capsys):
-    from nanodllm.common import make_checkpoint, save_checkpoint
+    from nanodllm.checkpoint import make_checkpoint, save_checkpoint
     from nanodllm.config import get_config
     from nanodllm.model import Model
     cfg = get_config('nano', 257, 32)

@@ -13,7 +13,7 @@ import lesson_utils as lu
 import torch
 
 from nanodllm import flops
-from nanodllm.common import FAMILIES
+from nanodllm.families import FAMILIES
 from nanodllm.config import get_config
 from nanodllm.model import Model
 from nanodllm.noise import EPS, T_MIN

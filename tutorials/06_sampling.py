@@ -5,7 +5,7 @@
     python tutorials/06_sampling.py --quick                # seconds (the tests)
 
 Samples the same prompt at 8, 32 and 256 steps with every family, times it, counts the network calls, and scores
-the samples with nanodllm/evaluate.py under the AR model trained here (a tiny judge: lower generative perplexity =
+the samples with nanodllm/quality.py under the AR model trained here (a tiny judge: lower generative perplexity =
 more Shakespeare-like to it; lesson 08 trains a separate judge) ->
 06_steps.png (the texts), 06_speed_quality.png (quality against time), 06_denoising.gif (the animation).
 """
@@ -19,19 +19,19 @@ import numpy as np
 import torch
 from matplotlib.animation import FuncAnimation, PillowWriter
 
-from nanodllm import evaluate
-from nanodllm.common import FAMILIES, get_family
+from nanodllm import quality
+from nanodllm.families import FAMILIES, get_family
 
 NAMES = {'ar': 'AR', 'mdlm': 'MDLM', 'duo': 'Duo', 'eso': 'Eso-LM'}
 
 
 def judge_samples(judge, text, content):
-    """Decode each row of content (n, C) and score it under the judge (nanodllm/evaluate.py) -> (gen PPL pooled over
+    """Decode each row of content (n, C) and score it under the judge (nanodllm/quality.py) -> (gen PPL pooled over
     the samples, standard error of the per-sample NLL per token: the error bar of log gen PPL, entropy)."""
     texts = [text.tokenizer.decode(row) for row in content]
-    per_sample = [nll / n for nll, n in (evaluate.judge_nll(judge, [t]) for t in texts)]
+    per_sample = [nll / n for nll, n in (quality.judge_nll(judge, [t]) for t in texts)]
     sem = float(np.std(per_sample, ddof=1) / math.sqrt(len(per_sample)))
-    return evaluate.gen_ppl(judge, texts), sem, evaluate.unigram_entropy(content)
+    return quality.gen_ppl(judge, texts), sem, quality.unigram_entropy(content)
 
 
 def main(argv=None):
@@ -50,7 +50,7 @@ def main(argv=None):
             model, _ = lu.train(name, text, steps=train_steps, seed=args.seed, log_every=0 if args.quick else 400)
             models[name] = (model, {})
     with tempfile.TemporaryDirectory() as tmp:  # the AR model as a judge: a checkpoint, read as sample.py --eval does
-        judge = evaluate.load_judge(lu.save(os.path.join(tmp, 'judge.pt'), models['ar'][0], 'ar', text))
+        judge = quality.load_judge(lu.save(os.path.join(tmp, 'judge.pt'), models['ar'][0], 'ar', text))
 
     L = min(m.cfg.seq_len for m, _ in models.values())
     C = L - 1                                          # content tokens per sample: AR puts BOS in front of them

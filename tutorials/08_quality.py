@@ -5,7 +5,7 @@
     python tutorials/08_quality.py --quick         # seconds (the tests)
 
 Trains a judge (an AR model of its own: another seed, longer windows, more steps) and the four families, saves them
-as train.py checkpoints under --work-dir, and evaluates them with nanodllm/evaluate.py, the code behind
+as train.py checkpoints under --work-dir, and evaluates them with nanodllm/quality.py and nanodllm/pareto.py, the code behind
 `sample.py --eval` and `sweep.py --pareto`: generative perplexity under the judge, unigram
 entropy, network calls and tokens/s, over sampling steps ->
 08_judge.png (what a judge rewards: gen PPL against entropy) and 08_pareto.png (the speed-quality frontier).
@@ -14,16 +14,17 @@ import os
 
 import lesson_utils as lu
 
-from nanodllm import evaluate
-from nanodllm.common import FAMILIES, load_checkpoint
+from nanodllm import pareto, quality
+from nanodllm.checkpoint import load_checkpoint
+from nanodllm.families import FAMILIES
 
 NAMES = {'ar': 'AR', 'mdlm': 'MDLM', 'duo': 'Duo', 'eso': 'Eso-LM'}
 
 
 def load_judge(spec):
-    """nanodllm/evaluate.py:load_judge, with its one-line ValueError as the lesson's one-line error."""
+    """nanodllm/quality.py:load_judge, with its one-line ValueError as the lesson's one-line error."""
     try:
-        return evaluate.load_judge(spec)
+        return quality.load_judge(spec)
     except ValueError as e:
         lu.fail(str(e))
 
@@ -69,12 +70,12 @@ def main(argv=None):
     # 1) what the judge rewards: real text, the same bytes shuffled, and AR samples from greedy to hot
     model, ckpt = load_checkpoint(ckpts['ar'])
     L = min(load_checkpoint(path)[0].cfg.seq_len for path in ckpts.values())    # tokens per sample
-    ref = evaluate.reference(judge, ckpt['args']['data'], ckpt['tokenizer'], n, L, seed=args.seed)
+    ref = quality.reference(judge, ckpt['args']['data'], ckpt['tokenizer'], n, L, seed=args.seed)
     points = [('real text', ref['real_ppl'], ref['real_entropy']),
               ('real text, bytes shuffled', ref['shuffled_ppl'], ref['shuffled_entropy'])]
     temperatures = (0.0, 1.0) if args.quick else (0.0, 0.5, 0.7, 1.0, 1.3)
     for temperature in temperatures:
-        row = evaluate.evaluate_setting(model, ckpt, judge, n, L, temperature=temperature, seed=args.seed)
+        row = quality.evaluate_setting(model, ckpt, judge, n, L, temperature=temperature, seed=args.seed)
         name = 'greedy' if temperature == 0 else f'temperature {temperature}'
         points.append((f'AR, {name}' + (f": {row['sample'][:20]!r}..." if temperature == 0 else ''), row['gen_ppl'],
                        row['entropy']))
@@ -98,22 +99,22 @@ def main(argv=None):
     lu.savefig(fig, args, '08_judge.png')
 
     # 2) the frontier: every family over the step counts, as `sweep.py --pareto --ckpts ...` does it
-    result = evaluate.run_pareto([(NAMES[f], ckpts[f]) for f in FAMILIES], judge, steps_list, num_samples=n,
+    result = pareto.run_pareto([(NAMES[f], ckpts[f]) for f in FAMILIES], judge, steps_list, num_samples=n,
                                  batch_size=n, length=L, seed=args.seed)
-    print('\n' + evaluate.pareto_table(result))
-    print('wrote ' + ', '.join(evaluate.write_pareto(result, args.work_dir)) + ' (what the command writes)')
+    print('\n' + pareto.pareto_table(result))
+    print('wrote ' + ', '.join(pareto.write_pareto(result, args.work_dir)) + ' (what the command writes)')
     rows = result['rows']
     by_calls = [dict(r, tok_s=1 / r['nfe']) for r in rows]     # "faster" = fewer network calls per sample
     for view, these in (('tokens/s on this CPU', rows), ('network calls', by_calls)):
-        overall = evaluate.pareto_frontier([dict(r, label='all') for r in these])      # across the families
+        overall = pareto.pareto_frontier([dict(r, label='all') for r in these])      # across the families
         print(f"on the frontier of all families by {view} (fastest first): " + ', '.join(
-            f"{r['label']} {evaluate.setting_name(r)}" for r, on in
+            f"{r['label']} {pareto.setting_name(r)}" for r, on in
             sorted(zip(these, overall), key=lambda ro: -ro[0]['tok_s']) if on))
     fig, axes = lu.plt.subplots(1, 2, figsize=(12, 4.6))
     for i, family in enumerate(FAMILIES):
         for ax, these, key in ((axes[0], rows, 'tok_s'), (axes[1], by_calls, 'nfe')):
             mine = [r for r in these if r['label'] == NAMES[family]]
-            front = [r for r, on in zip(mine, evaluate.pareto_frontier(mine)) if on]
+            front = [r for r, on in zip(mine, pareto.pareto_frontier(mine)) if on]
             front.sort(key=lambda r: r['gen_ppl'])
             ax.plot([r['gen_ppl'] for r in mine], [r[key] for r in mine], 'o', color=f'C{i}', alpha=0.4, ms=5)
             ax.plot([r['gen_ppl'] for r in front], [r[key] for r in front], 'o-', color=f'C{i}', label=NAMES[family])

@@ -18,7 +18,8 @@ import lesson_utils as lu
 import torch
 
 from nanodllm import data, taskeval, tasks, tasksweep
-from nanodllm.common import get_family, load_checkpoint
+from nanodllm.checkpoint import load_checkpoint
+from nanodllm.families import get_family
 from nanodllm.config import get_config
 from nanodllm.model import Model
 

@@ -2,7 +2,7 @@
 loading a user's checkpoint instead (or saving a model trained here as one), and writing figures.
 
 Nothing here is part of nanodllm: it only calls the package's public functions (data.prepare, Model, a family's
-`loss` and `sample`, common.load_checkpoint / make_checkpoint / save_checkpoint), so a lesson shows exactly what
+`loss` and `sample`, checkpoint.load_checkpoint / make_checkpoint / save_checkpoint), so a lesson shows exactly what
 train.py and sample.py would do.
 """
 import argparse
@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nanodllm import data  # noqa: E402
-from nanodllm.common import get_family, load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
+from nanodllm.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint  # noqa: E402
+from nanodllm.families import get_family  # noqa: E402
 from nanodllm.config import get_config  # noqa: E402
 from nanodllm.model import Model  # noqa: E402
 
@@ -150,7 +151,7 @@ def load(path, family_name=None):
 
 def save(path, model, family_name, text, size='nano', options=None, step=0, val=None):
     """Write a model trained here as a train.py checkpoint -> path. Everything that takes a checkpoint (sample.py,
-    `sweep.py --pareto`, nanodllm/evaluate.py:load_judge) then takes it, exactly as it takes train.py's.
+    `sweep.py --pareto`, nanodllm/quality.py:load_judge) then takes it, exactly as it takes train.py's.
     val: its validation loss, if measured (val_loss below), recorded as train.py records it."""
     options = {**get_family(family_name).OPTIONS, **(options or {})}
     args = dict(data=text.name, size=size, seq_len=model.cfg.seq_len, family=family_name)

@@ -1,8 +1,8 @@
-"""Sample quality (nanodllm/evaluate.py): gen PPL against a brute-force judge NLL, entropy closed forms, the
-real-vs-shuffled scale, re-tokenization, throughput bookkeeping, the Pareto frontier, and sample.py --eval
+"""Sample quality (nanodllm/quality.py): gen PPL against a brute-force judge NLL, entropy closed forms, the
+real-vs-shuffled scale, re-tokenization, throughput bookkeeping, the Pareto frontier's settings, and sample.py --eval
 (`sweep.py --pareto`, the Pareto command, is tested in test_pareto.py).
 
-    python -m pytest -q tests/test_evaluate.py          # ~30 s on one CPU core
+    python -m pytest -q tests/test_quality.py          # ~30 s on one CPU core
 """
 import argparse
 import json
@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from helpers import make_model
-from nanodllm import ar, data, evaluate, mdlm
-from nanodllm.common import FAMILIES, load_checkpoint, make_checkpoint, save_checkpoint
+from nanodllm import ar, data, mdlm, pareto, quality
+from nanodllm.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from nanodllm.families import FAMILIES
 from nanodllm.config import get_config
 from nanodllm.model import Model
 
@@ -64,7 +65,7 @@ def brute_force_nll(next_logits, ids, context, bos, stride):
 def test_gen_ppl_is_exp_of_the_brute_force_judge_nll_over_windows(tmp_path, bos, stride):
     """Texts longer than the judge's context (16) continue in sliding windows; batching, padding and pooling must
     give exactly the per-token NLL, pooled over all tokens of all texts (not a mean of per-text perplexities)."""
-    judge = evaluate.load_judge(save(tmp_path / 'judge.pt', random_model(seq_len=16)))
+    judge = quality.load_judge(save(tmp_path / 'judge.pt', random_model(seq_len=16)))
     if bos is None:
         judge.bos = None
     tok = data.get_tokenizer('byte')
@@ -74,23 +75,23 @@ def test_gen_ppl_is_exp_of_the_brute_force_judge_nll_over_windows(tmp_path, bos,
     results = [brute_force_nll(next_logits, tok.encode(t), 16, judge.bos, stride or 8) for t in TEXTS]
     total, n = sum(a for a, _ in results), sum(b for _, b in results)
     assert n == sum(len(t.encode()) - (bos is None and len(t) > 0) for t in TEXTS)  # every token once
-    nll_sum, n_tokens = evaluate.judge_nll(judge, TEXTS, batch_size=3, stride=stride)  # 3: texts share batches
+    nll_sum, n_tokens = quality.judge_nll(judge, TEXTS, batch_size=3, stride=stride)  # 3: texts share batches
     assert n_tokens == n
     assert abs(nll_sum - total) < 1e-3
     if stride is None:
-        assert abs(evaluate.gen_ppl(judge, TEXTS) - math.exp(total / n)) < 1e-4 * math.exp(total / n)
+        assert abs(quality.gen_ppl(judge, TEXTS) - math.exp(total / n)) < 1e-4 * math.exp(total / n)
         per_text = [math.exp(a / b) for a, b in results if b]
-        assert abs(evaluate.gen_ppl(judge, TEXTS) - sum(per_text) / len(per_text)) > 1e-3  # pooled, not averaged
+        assert abs(quality.gen_ppl(judge, TEXTS) - sum(per_text) / len(per_text)) > 1e-3  # pooled, not averaged
 
 
 def test_entropy_closed_forms():
-    assert evaluate.unigram_entropy(torch.full((2, 10), 7)) == 0.0                           # constant
-    assert abs(evaluate.unigram_entropy(torch.arange(12)[None]) - math.log(12)) < 1e-12     # all distinct
+    assert quality.unigram_entropy(torch.full((2, 10), 7)) == 0.0                           # constant
+    assert abs(quality.unigram_entropy(torch.arange(12)[None]) - math.log(12)) < 1e-12     # all distinct
     mixed = torch.tensor([[3, 3, 1, 2]])                     # p = (1/2, 1/4, 1/4) -> 1.5 log 2
-    assert abs(evaluate.unigram_entropy(mixed) - 1.5 * math.log(2)) < 1e-12
+    assert abs(quality.unigram_entropy(mixed) - 1.5 * math.log(2)) < 1e-12
     both = torch.tensor([[5, 5, 5, 5], [0, 1, 2, 3]])        # the mean over samples, not the pooled histogram
-    assert abs(evaluate.unigram_entropy(both) - math.log(4) / 2) < 1e-12
-    assert evaluate.unigram_entropy(torch.tensor([[4, 1, 3, 3], [3, 4, 3, 1]])) == evaluate.unigram_entropy(mixed)
+    assert abs(quality.unigram_entropy(both) - math.log(4) / 2) < 1e-12
+    assert quality.unigram_entropy(torch.tensor([[4, 1, 3, 3], [3, 4, 3, 1]])) == quality.unigram_entropy(mixed)
 
 
 @pytest.fixture(scope='module')
@@ -112,8 +113,8 @@ def trained_judge(tmp_path_factory):
 
 def test_real_text_scores_better_than_the_same_tokens_shuffled(trained_judge, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # reference() prepares data/shakespeare_byte under the cwd
-    judge = evaluate.load_judge(trained_judge)
-    ref = evaluate.reference(judge, 'shakespeare', 'byte', n=8, length=64)
+    judge = quality.load_judge(trained_judge)
+    ref = quality.reference(judge, 'shakespeare', 'byte', n=8, length=64)
     assert ref['real_ppl'] < 0.7 * ref['shuffled_ppl'], ref
     assert ref['real_entropy'] == ref['shuffled_entropy']  # same tokens: entropy alone cannot tell them apart
     assert 2.0 < ref['real_entropy'] < math.log(64)
@@ -152,10 +153,10 @@ class FakeHFModel(torch.nn.Module):
 
 
 def test_hf_judge_adapter_matches_the_ar_judge_on_the_same_model(tmp_path):
-    ar_judge = evaluate.load_judge(save(tmp_path / 'judge.pt', random_model(seq_len=16)))
-    hf_judge = evaluate.HFJudge('fake', model=FakeHFModel(ar_judge.model), tokenizer=FakeHFTokenizer())
+    ar_judge = quality.load_judge(save(tmp_path / 'judge.pt', random_model(seq_len=16)))
+    hf_judge = quality.HFJudge('fake', model=FakeHFModel(ar_judge.model), tokenizer=FakeHFTokenizer())
     assert hf_judge.context == 16 and hf_judge.bos == ar_judge.bos
-    assert abs(evaluate.gen_ppl(hf_judge, TEXTS) - evaluate.gen_ppl(ar_judge, TEXTS)) < 1e-6
+    assert abs(quality.gen_ppl(hf_judge, TEXTS) - quality.gen_ppl(ar_judge, TEXTS)) < 1e-6
 
 
 def test_a_real_hugging_face_judge_matches_its_brute_force_nll(tmp_path):
@@ -174,35 +175,35 @@ def test_a_real_hugging_face_judge_matches_its_brute_force_nll(tmp_path):
                                                                  n_layer=2, n_head=2)).eval()
     model.save_pretrained(tmp_path / 'hf')
     tok.save_pretrained(tmp_path / 'hf')
-    judge = evaluate.load_judge(f"hf:{tmp_path / 'hf'}")
+    judge = quality.load_judge(f"hf:{tmp_path / 'hf'}")
     assert judge.context == 16 and judge.bos == 10 and judge.encode('é\n') == [195, 169, 10]
     results = [brute_force_nll(lambda ctx: model(torch.tensor([ctx])).logits[0, -1], list(t.encode()), 16, 10, 8)
                for t in TEXTS]
     total, n = sum(a for a, _ in results), sum(b for _, b in results)
-    nll_sum, n_tokens = evaluate.judge_nll(judge, TEXTS, batch_size=3)
+    nll_sum, n_tokens = quality.judge_nll(judge, TEXTS, batch_size=3)
     assert n_tokens == n and abs(nll_sum - total) < 1e-3
 
 
 def test_missing_transformers_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'transformers', None)  # import transformers -> ImportError
     with pytest.raises(ValueError, match=r'pip install -e "\.\[judge\]"'):
-        evaluate.load_judge('hf:gpt2')
+        quality.load_judge('hf:gpt2')
 
 
 def test_a_diffusion_checkpoint_is_refused_as_judge(tmp_path):
     with pytest.raises(ValueError, match='must be an AR checkpoint'):
-        evaluate.load_judge(save(tmp_path / 'm.pt', random_model(), family='mdlm', options={'loss_type': 'low_var'}))
+        quality.load_judge(save(tmp_path / 'm.pt', random_model(), family='mdlm', options={'loss_type': 'low_var'}))
     with pytest.raises(ValueError, match='no judge checkpoint'):
-        evaluate.load_judge(str(tmp_path / 'nope.pt'))
+        quality.load_judge(str(tmp_path / 'nope.pt'))
 
 
 def test_timed_sample_returns_the_samples_of_an_untimed_call():
     """Warm-up and timing must not touch the samples: same generator seed, same samples, in one batch or several."""
     model = random_model(seq_len=12)
-    x, nfe, seconds = evaluate.timed_sample(mdlm, model, 5, 12, batch_size=5, steps=4, seed=3)
+    x, nfe, seconds = quality.timed_sample(mdlm, model, 5, 12, batch_size=5, steps=4, seed=3)
     ref, ref_nfe = mdlm.sample(model, 5, 12, steps=4, generator=torch.Generator().manual_seed(3))
     assert torch.equal(x, ref) and nfe == ref_nfe and seconds > 0
-    x2, _, _ = evaluate.timed_sample(mdlm, model, 5, 12, batch_size=2, steps=4, seed=3)
+    x2, _, _ = quality.timed_sample(mdlm, model, 5, 12, batch_size=2, steps=4, seed=3)
     g = torch.Generator().manual_seed(3)
     parts = [mdlm.sample(model, k, 12, steps=4, generator=g)[0] for k in (2, 2, 1)]
     assert torch.equal(x2, torch.cat(parts))
@@ -211,9 +212,9 @@ def test_timed_sample_returns_the_samples_of_an_untimed_call():
 def test_evaluate_setting_counts_generated_tokens_only(trained_judge, tmp_path, monkeypatch):
     """AR starts from BOS: its L - 1 generated tokens are timed, judged and counted; a diffusion model's L."""
     monkeypatch.chdir(tmp_path)
-    judge = evaluate.load_judge(trained_judge)
+    judge = quality.load_judge(trained_judge)
     model, ckpt = load_checkpoint(trained_judge)
-    r = evaluate.evaluate_setting(model, ckpt, judge, num_samples=3, length=20, batch_size=2)
+    r = quality.evaluate_setting(model, ckpt, judge, num_samples=3, length=20, batch_size=2)
     assert r['generated_tokens'] == 19 and r['nfe'] == 19 and r['steps'] is None
     assert abs(r['tok_s'] * r['seconds'] - 3 * 19) < 1e-6
     assert r['judge_tokens'] == 3 * 19  # byte judge on byte samples: one judge token per generated byte
@@ -221,16 +222,16 @@ def test_evaluate_setting_counts_generated_tokens_only(trained_judge, tmp_path, 
 
 
 def test_pareto_settings_and_frontier():
-    assert evaluate.pareto_settings('ar', [8, 16]) == [dict(steps=None, alpha0=None, temperature=1.0, top_p=1.0)]
-    assert [s['steps'] for s in evaluate.pareto_settings('mdlm', [8, 16], alpha0s=[0.5])] == [8, 16]
-    eso = evaluate.pareto_settings('eso', [8, 16], alpha0s=[1.0, 0.5, 0.0], top_ps=[1.0, 0.9])
+    assert pareto.pareto_settings('ar', [8, 16]) == [dict(steps=None, alpha0=None, temperature=1.0, top_p=1.0)]
+    assert [s['steps'] for s in pareto.pareto_settings('mdlm', [8, 16], alpha0s=[0.5])] == [8, 16]
+    eso = pareto.pareto_settings('eso', [8, 16], alpha0s=[1.0, 0.5, 0.0], top_ps=[1.0, 0.9])
     assert len(eso) == 2 * (2 + 2 + 1)  # alpha0 = 0 is all sequential: one setting, steps unused
     rows = [dict(label='a', tok_s=10, gen_ppl=50), dict(label='a', tok_s=20, gen_ppl=60),
             dict(label='a', tok_s=15, gen_ppl=70),   # slower and worse than the second: dominated
             dict(label='a', tok_s=20, gen_ppl=60),   # a tie is not domination
             dict(label='b', tok_s=5, gen_ppl=80)]    # another label: its own frontier
-    assert evaluate.pareto_frontier(rows) == [True, True, False, True, True]
-    assert evaluate.parse_ckpts('runs/ar/ckpt.pt, eso=runs/eso-alpha0=1/ckpt.pt,runs/eso-alpha0=1/ckpt.pt') == [
+    assert pareto.pareto_frontier(rows) == [True, True, False, True, True]
+    assert pareto.parse_ckpts('runs/ar/ckpt.pt, eso=runs/eso-alpha0=1/ckpt.pt,runs/eso-alpha0=1/ckpt.pt') == [
         ('ar', 'runs/ar/ckpt.pt'), ('eso', 'runs/eso-alpha0=1/ckpt.pt'), ('eso-alpha0=1', 'runs/eso-alpha0=1/ckpt.pt')]
 
 
