@@ -3,11 +3,13 @@
     python sample.py --ckpt out/ckpt.pt
     python sample.py --ckpt out/ckpt.pt --prompt "ROMEO:" --num-samples 3 --steps 64 --show-steps 8
     python sample.py --ckpt out/ckpt.pt --eval --judge runs/judge/ckpt.pt --num-samples 64 --steps 16,32,64,128
+    python sample.py --ckpt out/ckpt.pt --task sudoku --order confidence --steps 8,32   # task accuracy, NFE, tok/s
     python sample.py --ckpt sft/ckpt.pt --prompt "What is 3+4?" --temperature 0 --order confidence
     python sample.py --ckpt out/ckpt.pt --infill "O Romeo, [_6_] art thou Romeo?" --show-steps 1
 
 A checkpoint fine-tuned on prompt/response records generates the response after --prompt (no BOS), shown up to its
 first EOS. --infill fills gaps at any positions (diffusion families; nanodllm/infill.py has the gap syntax).
+--task decodes a task's test records and prints accuracy, NFE and tok/s (nanodllm/taskeval.py).
 
 Exit codes: 0 done; 2 bad input (a flag, the prompt, or a checkpoint that is missing, unsafe, corrupt or edited);
 1 the sampler failed (non-finite probabilities, out of memory); 130 Ctrl-C. Each error is one line on stderr.
@@ -56,6 +58,11 @@ p.add_argument('--judge', default='', help='--eval: the judge LM, an AR checkpoi
 p.add_argument('--batch-size', type=cli.integer(min=0), default=0,
                help='--eval: samples per sampler call (0: --num-samples)')
 p.add_argument('--eval-json', default='', help='--eval: output file (default: eval.json next to the checkpoint)')
+# task accuracy (nanodllm/taskeval.py, issue 19)
+p.add_argument('--task', default='', help='print test accuracy, NFE and tok/s per --steps value (greedy unless '
+               '--temperature is given): a bundled task (sudoku, arith, countdown), a folder from python -m '
+               'nanodllm.tasks, or a GSM8K-style .jsonl')
+p.add_argument('--task-records', type=cli.integer(min=0), default=0, help='--task: the first N test records (0: all)')
 # conditional generation: given tokens at any positions, decoding orders (the samplers' given/order/block_size)
 cond = p.add_argument_group('conditional generation')
 cond.add_argument('--infill', default='', help='text with gaps to fill: [____] = one token per underscore, [_N_] = '
@@ -70,7 +77,7 @@ cond.add_argument('--block-size', type=cli.integer(min=1), default=None,
 args = p.parse_args()
 if args.infill and (args.prompt or args.eval):
     p.fail("--infill is the whole row (its text and gaps): drop --prompt and --eval")
-if len(args.steps) > 1 and not args.eval:
+if len(args.steps) > 1 and not (args.eval or args.task):
     p.fail("several --steps values need --eval (sample quality per step count); pass one value")
 if args.eval and (args.prompt or not args.judge):
     p.fail("--eval scores unconditional samples under a judge: drop --prompt and pass --judge (an AR checkpoint "
@@ -156,6 +163,23 @@ kwargs.update({k: v for k, v in dict(order=args.order, block_size=args.block_siz
                if v not in (None, 'random')})  # the samplers refuse an order they cannot run (one line)
 if 'alpha0' in accepted and 'alpha0' not in kwargs and 'alpha0' in ckpt['options']:
     kwargs['alpha0'] = ckpt['options']['alpha0']  # sample as trained unless --alpha0 says otherwise
+
+if args.task:  # task accuracy instead of printed samples: one row per step count (nanodllm/taskeval.py)
+    from nanodllm import taskeval
+    order, block = args.order, args.block_size
+    try:
+        task, records, params = taskeval.load_task(args.task, n=args.task_records or None)
+        settings = [('l2r' if ckpt['family'] == 'ar' and order == 'random' else order, s or None, block)
+                    for s in (args.steps if ckpt['family'] != 'ar' else [0])]
+        temperature = args.temperature if any(a.startswith('--temperature') for a in sys.argv[1:]) else 0.0
+        rows = taskeval.evaluate(model, ckpt, task, records, settings, temperature=temperature,
+                                 batch_size=args.batch_size, seed=args.seed, length=length,
+                                 **{k: v for k, v in kwargs.items() if k not in ('order', 'block_size')})
+    except ValueError as e:
+        p.fail(e)
+    print(f"{ckpt['family']} on {task} {params}, {len(records)} test records, temperature {temperature}")
+    print(taskeval.format_rows(rows))
+    sys.exit(0)
 
 if args.eval:  # sample quality instead of printed samples: one row per step count, then JSON (nanodllm/quality.py)
     from nanodllm import quality

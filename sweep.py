@@ -8,6 +8,7 @@ against AR, and write plots and report.md.
     python sweep.py --preset paper --data corpus/ --launcher slurm --nproc-per-node 8   # writes a Slurm script
     python sweep.py --preset paper --data corpus/ --collect                             # ... then fit what finished
     python sweep.py --pareto --judge runs/judge/ckpt.pt   # speed-quality frontier of the finished sweep's checkpoints
+    python sweep.py --tasks                         # the families on the bundled reasoning tasks (nanodllm/tasksweep.py)
 
 Running the same command again skips finished runs, resumes interrupted ones from their checkpoints, and re-fits;
 a run that fails is recorded (runs.jsonl, report.md) and the others go on. Ctrl-C stops every run cleanly.
@@ -154,6 +155,13 @@ if '--pareto' in sys.argv[1:]:
     sys.exit(0)
 
 # -----------------------------------------------------------------------------
+# --tasks: the family comparison on the bundled reasoning tasks (issue 19), a mode of its own: every family trained
+# on each task's records at one FLOP budget, lr chosen on val, 3 seeds, decoded with every order (nanodllm/tasksweep.py)
+if '--tasks' in sys.argv[1:]:
+    from nanodllm import tasksweep
+    sys.exit(tasksweep.main(sys.argv[1:]))
+
+# -----------------------------------------------------------------------------
 # arguments
 p = cli.ArgumentParser(description=__doc__.split('\n')[0])
 p.add_argument('--preset', choices=PRESETS, default='cpu', help='the grid and train.py flags (see PRESETS)')
@@ -174,6 +182,8 @@ p.add_argument('--retry-failed', action='store_true', help='run failed runs agai
 p.add_argument('--dry-run', action='store_true', help='print the grid and what would run, then stop')
 p.add_argument('--pareto', action='store_true', help='sample the finished sweep\'s checkpoints and draw the '
                'speed-quality frontier instead of training (its flags: python sweep.py --pareto --help)')
+p.add_argument('--tasks', action='store_true', help='the family comparison on the bundled tasks instead of the '
+               'scaling study (its flags: python sweep.py --tasks --help)')
 p.add_argument('train_args', nargs='*', help='extra train.py flags for every run, after --, e.g. -- --seed 2')
 args = p.parse_args()
 

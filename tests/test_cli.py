@@ -177,6 +177,10 @@ SAMPLE = [
     ('block-size 0', ['--block-size', '0'], 'argument --block-size: must be an integer >= 1', 2),
     ('seed negative', ['--seed', '-3'], 'argument --seed', 2),
     ('device unknown', ['--device', 'gpu0'], "argument --device: unknown device 'gpu0'", 2),
+    ('task unknown', ['--task', 'chess'], "unknown task 'chess'", 2),
+    ('task with a gpt2 checkpoint', ['--ckpt', '{gpt2}', '--task', 'sudoku'],
+     'sudoku is byte-level but this checkpoint has the gpt2 vocabulary (50257 ids)', 2),
+    ('task records longer than the rows', ['--task', 'countdown'], 'train with a larger --seq-len', 2),
 ]
 if not CUDA:
     SAMPLE += [('device cuda unavailable', ['--device', 'cuda'], 'no CUDA GPU is visible', 2)]
@@ -212,14 +216,14 @@ class Evil:
         return open, (self.path, 'w')
 
 
-def _checkpoint(path, family='mdlm', edit=None, weights=None):
-    cfg = get_config('nano', 257, 32)
+def _checkpoint(path, family='mdlm', edit=None, weights=None, tokenizer='byte'):
+    cfg = get_config('nano', 257 if tokenizer == 'byte' else 50258, 32)
     torch.manual_seed(0)
     model = Model(cfg)
     if weights is not None:
         with torch.no_grad():
             weights(model)
-    ckpt = make_checkpoint(model, cfg, {'size': 'nano'}, family, dict(FAMILIES[family].OPTIONS), 'byte', step=1,
+    ckpt = make_checkpoint(model, cfg, {'size': 'nano'}, family, dict(FAMILIES[family].OPTIONS), tokenizer, step=1,
                            val_loss=1.0)
     if edit is not None:
         edit(ckpt)
@@ -248,6 +252,7 @@ def outputs(tmp_path_factory, runner):
     paths['mdlm'] = _checkpoint(tmp / 'done' / 'ckpt.pt')
     paths['ar'] = _checkpoint(tmp / 'ar.pt', 'ar')
     paths['duo'] = _checkpoint(tmp / 'duo.pt', 'duo')
+    paths['gpt2'] = _checkpoint(tmp / 'gpt2.pt', tokenizer='gpt2')
     with open(paths['mdlm'], 'rb') as f:
         (tmp / 'truncated.pt').write_bytes(f.read()[:2000])
     paths['truncated'] = str(tmp / 'truncated.pt')

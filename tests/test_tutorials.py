@@ -32,7 +32,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIALS = os.path.join(ROOT, 'tutorials')
-LESSONS = sorted(f[:-3] for f in os.listdir(TUTORIALS) if re.match(r'\d\d_\w+\.md$', f))
+LESSONS = sorted(f[:-3] for f in os.listdir(TUTORIALS) if re.match(r'\d\d[a-z]?_\w+\.md$', f))
 REFERENCE = re.compile(r'((?:[\w.-]+/)*[\w-]+\.py):([A-Za-z_][\w.]*)')
 FIGURE = re.compile(r'!\[[^\]]*\]\(([^)\s]+)\)')
 
