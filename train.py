@@ -137,6 +137,13 @@ if args.family == 'ar' and args.seq_len < 2:
     p.fail("--seq-len must be >= 2 for AR: it predicts each token from the ones before it")
 if problem := distill.flag_problem(args):  # --curriculum / --distill-from and their options: duo only, one at a time
     p.fail(problem)
+try:  # the family and tokenizer of --init-from / --distill-from, before any data is prepared (the shape: below)
+    if args.init_from and not args.resume:
+        checkpoint.check_init_from(args.init_from, args.family, args.tokenizer, mmap=True)
+    if args.distill_from:
+        distill.check_source(args.distill_from, args.family, args.tokenizer)
+except ValueError as e:
+    p.fail(e)
 min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
 if min_lr > args.lr:
     p.fail(f"--min-lr {min_lr:g} is above --lr {args.lr:g}: the schedule decays from --lr down to --min-lr")

@@ -274,12 +274,9 @@ def load_checkpoint(path, device='cpu'):
     return model.to(device).eval(), ckpt
 
 
-def init_from(path, model, family_name, size, tokenizer_name, mmap=False):
-    """`train.py --init-from CKPT` (fine-tuning): load CKPT's weights into the freshly built `model` (maybe wrapped
-    already: DDP, FSDP, every rank calls it) -> what the new checkpoint records as 'init_from' (path, step,
-    val_loss, data of CKPT). The family, the size (the model's shape) and the tokenizer must be CKPT's: one line
-    each otherwise. The context length may differ (rotary positions have no table). Nothing else is taken from
-    CKPT: the optimizer, the schedule and the step start fresh."""
+def check_init_from(path, family_name, tokenizer_name, mmap=False):
+    """`--init-from CKPT`: its family and tokenizer must be this run's (one line each otherwise) -> the checkpoint.
+    train.py calls it once before it prepares any data, so that a mismatch is not found after a long tokenization."""
     ckpt = read_checkpoint(path, mmap=mmap)
     if ckpt['family'] != family_name:
         raise CheckpointError(f"--init-from: {path} is a {ckpt['family']} checkpoint but --family is {family_name}: "
@@ -287,6 +284,16 @@ def init_from(path, model, family_name, size, tokenizer_name, mmap=False):
     if ckpt['tokenizer'] != tokenizer_name:
         raise CheckpointError(f"--init-from: {path} was trained with --tokenizer {ckpt['tokenizer']} but "
                               f"--tokenizer is {tokenizer_name}: pass --tokenizer {ckpt['tokenizer']}")
+    return ckpt
+
+
+def init_from(path, model, family_name, size, tokenizer_name, mmap=False):
+    """`train.py --init-from CKPT` (fine-tuning): load CKPT's weights into the freshly built `model` (maybe wrapped
+    already: DDP, FSDP, every rank calls it) -> what the new checkpoint records as 'init_from' (path, step,
+    val_loss, data of CKPT). The family, the size (the model's shape) and the tokenizer must be CKPT's: one line
+    each otherwise. The context length may differ (rotary positions have no table). Nothing else is taken from
+    CKPT: the optimizer, the schedule and the step start fresh."""
+    ckpt = check_init_from(path, family_name, tokenizer_name, mmap=mmap)
     shape = ('n_layer', 'n_head', 'n_embd', 'cond_dim', 'vocab_size')
     saved, mine = ckpt['model_config'], asdict(model.cfg)
     if any(saved[k] != mine[k] for k in shape):

@@ -103,6 +103,19 @@ def loss(student, teacher, x0, dt, T=T_DEFAULT, strata=(0, 1), generator=None, d
 
 def load_student(path, model, family, tokenizer, model_config):
     """Check `--distill-from` and load its weights into `model` (the student). One-line ValueError otherwise."""
+    ckpt = check_source(path, family, tokenizer)
+    if ckpt['model_config'] != model_config:
+        size = ckpt['args'].get('size', '?')
+        raise ValueError(f"--distill-from {path} is a --size {size} model with seq_len "
+                         f"{ckpt['model_config']['seq_len']}: pass the same --size and --seq-len "
+                         f"({ckpt['model_config']} != {model_config})")
+    checkpoint.load_weights(model, ckpt, path)
+    return ckpt
+
+
+def check_source(path, family, tokenizer):
+    """`--distill-from`: a Duo checkpoint with this run's tokenizer (one-line ValueError otherwise) -> the checkpoint.
+    train.py calls it once before it prepares any data, so that a mismatch is not found after a long tokenization."""
     ckpt = checkpoint.read_checkpoint(path)
     if family != 'duo':
         raise ValueError(f"--distill-from distils a Duo model: pass --family duo (not {family})")
@@ -112,12 +125,6 @@ def load_student(path, model, family, tokenizer, model_config):
     if ckpt['tokenizer'] != tokenizer:
         raise ValueError(f"--distill-from {path} uses the {ckpt['tokenizer']} tokenizer but this run --tokenizer "
                          f"{tokenizer}: pass --tokenizer {ckpt['tokenizer']}")
-    if ckpt['model_config'] != model_config:
-        size = ckpt['args'].get('size', '?')
-        raise ValueError(f"--distill-from {path} is a --size {size} model with seq_len "
-                         f"{ckpt['model_config']['seq_len']}: pass the same --size and --seq-len "
-                         f"({ckpt['model_config']} != {model_config})")
-    checkpoint.load_weights(model, ckpt, path)
     return ckpt
 
 

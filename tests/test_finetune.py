@@ -103,11 +103,12 @@ def response(out):
 
 
 # steps to memorise the five records (micro, lr 5e-3, seed 1) and the decoding orders then checked, each exactly
-# right: (order, block_size, steps) of the sampler. Duo and Eso-LM are not checked: at this budget (300 steps) Eso-LM
-# decoded 3 of the 5 in random order, Duo fewer (the report of issue 18 has the numbers); a test of them would need
-# several times the steps.
+# right: (order, block_size, steps) of the sampler. MDLM trains 500: at 300 it decoded 'hen:cluckk' in confidence
+# order once the backbone's fast paths changed its float rounding. Duo and Eso-LM are not checked: at 300 steps
+# Eso-LM decoded 3 of the 5 in random order, Duo fewer (the report of issue 18 has the numbers); a test of them would
+# need several times the steps.
 RANDOM, CONFIDENCE, LEFT_TO_RIGHT = ('random', None, None), ('confidence', None, None), ('random', 1, 1)
-OVERFIT = {'ar': (300, [RANDOM]), 'mdlm': (300, [RANDOM, CONFIDENCE, LEFT_TO_RIGHT])}
+OVERFIT = {'ar': (300, [RANDOM]), 'mdlm': (500, [RANDOM, CONFIDENCE, LEFT_TO_RIGHT])}
 
 
 @pytest.mark.slow
