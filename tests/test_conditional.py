@@ -172,7 +172,9 @@ def test_bad_given_is_one_line():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('family,steps', [('ar', 100), ('mdlm', 300), ('duo', 300), ('eso', 400)])
+# Duo trains 1000 steps: its noisy loss made 300 (one swapped token left to right) and 600 (the loss check) miss
+# once the backbone's fast paths changed the float rounding; 800, 1000 and 1200 pass
+@pytest.mark.parametrize('family,steps', [('ar', 100), ('mdlm', 300), ('duo', 1000), ('eso', 400)])
 def test_conditional_fine_tune_overfits_and_decodes_the_responses(family, steps):
     """Behaviour: trained with `given` = the prompt on three prompt/response/EOS-pad records, every family's loss
     falls far and greedy conditional decoding (left to right one token per call, the family's own sampler, and

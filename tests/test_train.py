@@ -83,9 +83,11 @@ def assert_same_update(got, want, what):
     """AdamW moves each weight ~3e-3 a step (the learning rate) whatever the gradient's size, so a missing or
     partial gradient reduction moves many weights by that much. Another summation order changes nearly none:
     only weights whose gradient is ~1e-9, under Adam's eps, where m / (sqrt(v) + eps) is sensitive (seen: 1 of
-    16k weights off by 8e-5 under FSDP)."""
+    16k weights off by 8e-5 under FSDP; since the backbone's fast paths, 1 of 16k off by 4.4e-4 between one process
+    and accumulation, where sqrt(v) = 5e-9 < eps, and 4.5e-4 after a DDP -> FSDP resume). So: no weight off by a
+    third of a step (1e-3), and a mean under 1e-6, which a missing or partial reduction exceeds by far."""
     diff = (got - want).abs()
-    assert diff.max() < 3e-4 and diff.mean() < 1e-6, (what, diff.max().item(), diff.mean().item())
+    assert diff.max() < 1e-3 and diff.mean() < 1e-6, (what, diff.max().item(), diff.mean().item())
 
 
 def losses(out_dir):
