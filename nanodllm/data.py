@@ -245,9 +245,16 @@ def _tokenize(corpus, tok, out_dir, key, signature, workers):
                 **{k: state[k] for k in ('train_tokens', 'val_tokens', 'n_documents', 'train_documents',
                                          'val_documents')})
     (work / 'progress.json').unlink()
+    publish(work, out_dir, meta)
+
+
+def publish(work, out_dir, meta):
+    """A finished cache folder appears whole: meta.json written last, then one rename of the work folder (atomic:
+    out_dir is absent or empty, checked under the lock), then the parent folder synced. Also used by records.py."""
     _write_json(work / 'meta.json', meta)
-    os.rename(work, out_dir)  # atomic: out_dir is absent or empty (checked under the lock)
+    os.rename(work, out_dir)
     _fsync(out_dir.parent)
+
 
 def _move_tail(train, val, n_bytes):
     """val = the last n_bytes of train, which loses them (the split of a corpus of few documents, or records)."""

@@ -205,9 +205,7 @@ def _write_rows(corpus, tok, L, out_dir, key, signature):
     meta = dict(key, source=corpus.source, source_signature=signature, n_vocab=tok.n_vocab, bos=tok.bos,
                 eos=eos, sep=tok.sep, dtype=tok.dtype.name, train_tokens=counts['train_rows'] * L,
                 val_tokens=counts['val_rows'] * L, **counts)
-    data._write_json(work / 'meta.json', meta)
-    work.rename(out_dir)
-    data._fsync(out_dir.parent)
+    data.publish(work, out_dir, meta)
 
 
 def prepare_any(data_arg, tokenizer, seq_len, text_field='text'):

@@ -19,14 +19,6 @@ MASK = V - 1
 EOS = 0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Probe(torch.nn.Module):
     """Wraps a Model: records every input (tokens and original positions) and adds a logit offset `bias` (B, L, V)
     per row and ORIGINAL position (Eso-LM passes permuted rotary `pos`, and calls its two parts with row slices

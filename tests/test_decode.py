@@ -22,14 +22,6 @@ FAMILY = dict(ar=ar, mdlm=mdlm, duo=duo, eso=eso)
 ORDERS = dict(ar=['random'], duo=['random'], mdlm=list(decode.ORDERS), eso=list(decode.ORDERS))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def patterns(n=3, seed=0):
     """Named `given` tensors (n, L): a prefix, an infill (prefix, gap, suffix), random masks (other counts per row)."""
     g = torch.Generator().manual_seed(seed)

@@ -15,15 +15,6 @@ V, L = 11, 16
 MASK = V - 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPU is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Recorder(torch.nn.Module):
     """Wraps a model: keeps every network input (so tests see xt and count calls) and can edit the logits."""
 
