@@ -137,11 +137,12 @@ if args.family == 'ar' and args.seq_len < 2:
     p.fail("--seq-len must be >= 2 for AR: it predicts each token from the ones before it")
 if problem := distill.flag_problem(args):  # --curriculum / --distill-from and their options: duo only, one at a time
     p.fail(problem)
+init_ckpt = student_ckpt = None  # read once, here: checked now, loaded into the model below
 try:  # the family and tokenizer of --init-from / --distill-from, before any data is prepared (the shape: below)
     if args.init_from and not args.resume:
-        checkpoint.check_init_from(args.init_from, args.family, args.tokenizer, mmap=True)
+        init_ckpt = checkpoint.check_init_from(args.init_from, args.family, args.tokenizer, mmap=True)
     if args.distill_from:
-        distill.check_source(args.distill_from, args.family, args.tokenizer)
+        student_ckpt = distill.check_source(args.distill_from, args.family, args.tokenizer)
 except ValueError as e:
     p.fail(e)
 min_lr = args.lr / 10 if args.min_lr is None else args.min_lr
@@ -230,7 +231,7 @@ try:
         objective = curriculum.Curriculum(max_steps, cfg.vocab_size, args.curriculum_steps, args.curriculum_tau,
                                           args.gamma)
     if args.distill_from:  # the student starts from the Duo checkpoint; the teacher is its copy (nanodllm/distill.py)
-        distill.load_student(args.distill_from, raw_model, args.family, args.tokenizer, asdict(cfg))
+        distill.load_student(args.distill_from, raw_model, args.family, args.tokenizer, asdict(cfg), student_ckpt)
         objective = distill.Distiller(raw_model, args.out_dir, args.distill_every or max(1, max_steps // 5),
                                       args.distill_T or 512, args.distill_kl or 'bwd', args.gamma, master,
                                       dict(cfg=cfg, args=vars(args), tokenizer=args.tokenizer))
@@ -246,7 +247,7 @@ start_step, val_loss, seconds_before, resumed, init_info = 0, None, 0.0, '', Non
 if args.init_from and not args.resume:  # fine-tuning: the weights only (checkpoint.init_from checks the model)
     try:
         init_info = checkpoint.init_from(args.init_from, raw_model, args.family, args.size, args.tokenizer,
-                                         mmap=device.type == 'cuda')
+                                         ckpt=init_ckpt)
     except ValueError as e:
         problem = e
     p.fail_together(problem, ddp, device)

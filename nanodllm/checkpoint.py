@@ -287,13 +287,14 @@ def check_init_from(path, family_name, tokenizer_name, mmap=False):
     return ckpt
 
 
-def init_from(path, model, family_name, size, tokenizer_name, mmap=False):
+def init_from(path, model, family_name, size, tokenizer_name, mmap=False, ckpt=None):
     """`train.py --init-from CKPT` (fine-tuning): load CKPT's weights into the freshly built `model` (maybe wrapped
     already: DDP, FSDP, every rank calls it) -> what the new checkpoint records as 'init_from' (path, step,
     val_loss, data of CKPT). The family, the size (the model's shape) and the tokenizer must be CKPT's: one line
     each otherwise. The context length may differ (rotary positions have no table). Nothing else is taken from
-    CKPT: the optimizer, the schedule and the step start fresh."""
-    ckpt = check_init_from(path, family_name, tokenizer_name, mmap=mmap)
+    CKPT: the optimizer, the schedule and the step start fresh. `ckpt`: what check_init_from already returned
+    (train.py reads CKPT once, before its data), else read and checked here."""
+    ckpt = ckpt or check_init_from(path, family_name, tokenizer_name, mmap=mmap)
     shape = ('n_layer', 'n_head', 'n_embd', 'cond_dim', 'vocab_size')
     saved, mine = ckpt['model_config'], asdict(model.cfg)
     if any(saved[k] != mine[k] for k in shape):

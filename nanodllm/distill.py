@@ -101,9 +101,10 @@ def loss(student, teacher, x0, dt, T=T_DEFAULT, strata=(0, 1), generator=None, d
     return kl(student_logits, teacher_logits, direction).sum(), B * L
 
 
-def load_student(path, model, family, tokenizer, model_config):
-    """Check `--distill-from` and load its weights into `model` (the student). One-line ValueError otherwise."""
-    ckpt = check_source(path, family, tokenizer)
+def load_student(path, model, family, tokenizer, model_config, ckpt=None):
+    """Check `--distill-from` and load its weights into `model` (the student). One-line ValueError otherwise.
+    `ckpt`: what check_source already returned (train.py reads it once, before its data), else read here."""
+    ckpt = ckpt or check_source(path, family, tokenizer)
     if ckpt['model_config'] != model_config:
         size = ckpt['args'].get('size', '?')
         raise ValueError(f"--distill-from {path} is a --size {size} model with seq_len "
