@@ -198,10 +198,14 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
     same logits (tests/test_eso.py).
 
     prompt / given (n, length) long, decode.FREE = free: fixed tokens at any positions. They are clean, so they
-    come FIRST in the clean-first order (slots 0..G-1, in position order: the keys of the KV cache's first call),
-    exactly as in the conditional loss, and are never changed. Rows that do not have the same number of free
-    positions (in every block) are decoded as separate batches, one after the other (the cache and the shared
-    unmask schedule need aligned slots); nfe counts every call, and callback gets the whole (n, length) state.
+      come FIRST in the clean-first order (slots 0..G-1, in position order: the keys of the KV cache's first call),
+      exactly as in the conditional loss, and are never changed. Rows may differ in how many positions are free
+      (prompts of different lengths): the cache and the shared unmask schedule need every row to run the same slots
+      at every call, so each block has as many free slots as its most-free row, and a row with e fewer free
+      positions in a block gives e of its given tokens there (the last ones in the block) the block's first slots:
+      they are written clean, never drawn, and every mask of the block comes after them and sees them. Such a row
+      decodes e fewer of its own tokens in the block's first call(s); nfe is the same for every row. (A given token
+      moved into block b is not seen by the row's masks of earlier blocks: with a prompt per row there are none.)
     block_size (default: None = one block): semi-autoregressive blocks left to right; each block has its own unmask
       schedule of `steps` steps (default: block_size) over its free positions, alpha0 included (a sequential tail
       per block), and its slots follow the earlier blocks' in the clean-first order. block_size=1, steps=1: one
@@ -224,52 +228,42 @@ def sample(model, n, length, steps=None, prompt=None, temperature=1.0, top_p=1.0
                                          mask_id)
     given = decode.resolve_given(n, length, prompt, given, model.cfg.vocab_size, mask_id, device)
     spans = decode.blocks(length, block_size)
-    free = given == decode.FREE                                                 # (n, length)
-    counts = torch.stack([free[:, a:b].sum(dim=1) for a, b in spans], dim=1)    # (n, blocks) free per block
-    groups = counts.unique(dim=0)
-    args = (steps, temperature, top_p, generator, alpha0, use_cache, order, spans)
-    if len(groups) == 1:
-        return _sample_aligned(model, given, counts[0].tolist(), callback, *args)
-    out, nfe = torch.where(free, mask_id, given), 0
-    for key in groups:
-        rows = (counts == key).all(dim=1).nonzero()[:, 0]
-
-        def show(x_rows, rows=rows):                                            # the whole state for callback
-            out[rows] = x_rows
-            callback(out.clone())
-        x_rows, calls = _sample_aligned(model, given[rows], key.tolist(), show if callback else None, *args)
-        out[rows], nfe = x_rows, nfe + calls
-    return out, nfe
-
-
-def _sample_aligned(model, given, free_per_block, callback, steps, temperature, top_p, generator, alpha0,
-                    use_cache, order, spans):
-    """`sample` for rows with the same number of free positions in every block -> (x (n, L), nfe)."""
-    (n, L), device, mask_id = given.shape, given.device, model.cfg.mask_id
-    free = given == decode.FREE
-    G = L - sum(free_per_block)                                                 # given slots, first
+    n, L = given.shape
+    free = given == decode.FREE                                                 # (n, L)
+    F = torch.stack([free[:, a:b].sum(dim=1) for a, b in spans], dim=1)        # (n, blocks) free per block
+    F_max = F.max(dim=0).values.tolist()                                        # slots per block, every row
+    # extra (n, L) bool: the given tokens a row with fewer free positions in a block puts into the block's slots
+    extra = torch.zeros_like(free)
+    for j, (a, b) in enumerate(spans):
+        g = ~free[:, a:b]                                                       # (n, b - a) given in the block
+        after = g.flip(1).long().cumsum(1).flip(1) - g.long()                  # given positions after each one
+        extra[:, a:b] = g & (after < (F_max[j] - F[:, j:j + 1]))               # the last F_max - F of them
+    G = L - sum(F_max)                                                          # given slots, first, every row
     schedules, n_diffs = [], []
-    for F_b in free_per_block:                                                  # drawn first, as before
+    for F_b in F_max:                                                           # drawn first, as before
         counts = unmask_schedule(F_b, steps, alpha0, generator) if F_b else []
         n_diffs.append(sum(counts))
         schedules.append(counts + [1] * (F_b - sum(counts)))                   # the sequential tail, one per call
-    # order (n, L): given slots first (position order), then per block a random permutation of its free positions
-    # whose last entries (the sequential tail) are re-sorted ascending
-    free_pos = free.nonzero()[:, 1].view(n, L - G)                              # (n, F) ascending per row
-    block_of = torch.bucketize(free_pos, torch.tensor([b for _, b in spans], device=device), right=True)
-    key = block_of + torch.rand(n, L - G, generator=generator, device=device)  # blocks in order, random inside
-    perm = free_pos.gather(1, key.argsort(dim=1))
+    # order (n, L): given slots first (position order), then per block its extra given tokens (position order) and
+    # a random permutation of its free positions whose last entries (the sequential tail) are re-sorted ascending
+    rest = free | extra
+    rest_pos = rest.nonzero()[:, 1].view(n, L - G)                              # (n, L - G) ascending per row
+    block_of = torch.bucketize(rest_pos, torch.tensor([b for _, b in spans], device=device), right=True)
+    u = torch.rand(n, L - G, generator=generator, device=device)
+    key = 2 * block_of + torch.where(free.gather(1, rest_pos), u, -0.5)       # blocks in order: extras, then random
+    perm = rest_pos.gather(1, key.argsort(dim=1, stable=True))
     start = 0
-    for F_b, n_diff in zip(free_per_block, n_diffs):
-        perm[:, start + n_diff:start + F_b] = perm[:, start + n_diff:start + F_b].sort(dim=1).values
+    for F_b, n_diff in zip(F_max, n_diffs):                                     # the tail: extras, then ascending
+        tail = perm[:, start + n_diff:start + F_b]
+        perm[:, start + n_diff:start + F_b] = tail.gather(1, (tail + L * free.gather(1, tail)).argsort(dim=1))
         start += F_b
-    sort_idx = torch.cat([(~free).nonzero()[:, 1].view(n, G), perm], dim=1)   # original position per slot
+    sort_idx = torch.cat([(~rest).nonzero()[:, 1].view(n, G), perm], dim=1)   # original position per slot
 
-    x = torch.full((n, L), mask_id, dtype=torch.long, device=device)           # sorted coordinates
-    x[:, :G] = given.gather(1, sort_idx[:, :G])
+    fixed_sorted = given.gather(1, sort_idx)                                   # given token per slot, FREE = drawn
+    x = torch.where(fixed_sorted != decode.FREE, fixed_sorted, mask_id)        # sorted coordinates
     cache = model.new_cache() if use_cache else None
     decoded, last_start, block_end, nfe = G, 0, G, 0                           # slots [0, decoded) are clean
-    for F_b, schedule in zip(free_per_block, schedules):
+    for F_b, schedule in zip(F_max, schedules):
         block_end += F_b
         for k in schedule:
             end = decoded + k
@@ -281,13 +275,17 @@ def _sample_aligned(model, given, free_per_block, callback, steps, temperature, 
                 logits = model(x[:, :upto], attn='causal', pos=sort_idx[:, :upto])[:, decoded:]
             nfe += 1
             if order != 'random':  # the k best masks of each row take slots [decoded, end), the rest follow
-                best = decode.select(decode.scores(logits, order), torch.ones_like(logits[..., 0], dtype=torch.bool),
+                score = decode.scores(logits, order).masked_fill(               # extra given tokens first
+                    given.gather(1, sort_idx[:, decoded:upto]) != decode.FREE, 2.0)    # (scores lie in [0, 1])
+                best = decode.select(score, torch.ones_like(score, dtype=torch.bool),
                                      torch.full((n,), k, device=device))      # (n, upto - decoded) bool
                 moved = (~best).long().argsort(dim=1, stable=True)             # chosen first, order kept
                 sort_idx[:, decoded:upto] = sort_idx[:, decoded:upto].gather(1, moved)
+                x[:, decoded:upto] = x[:, decoded:upto].gather(1, moved)          # (extra given tokens move along)
                 logits = logits.gather(1, moved[:, :k, None].expand(-1, -1, logits.size(-1)))   # (n, k, V)
             p = noise.probs_from_logits(logits, temperature, top_p)            # (n, k, V) float64
-            x[:, decoded:end] = noise.sample_categorical(p, generator)
+            fixed = given.gather(1, sort_idx[:, decoded:end])                  # (n, k): extra given tokens
+            x[:, decoded:end] = torch.where(fixed != decode.FREE, fixed, noise.sample_categorical(p, generator))
             last_start, decoded = decoded, end
             if callback is not None:
                 callback(torch.empty_like(x).scatter_(1, sort_idx, x))         # original coordinates

@@ -67,13 +67,11 @@ def test_given_tokens_are_never_changed(family):
 
 
 def calls_one_per_token(family, fixed):
-    """Network calls of block_size=1, steps=1: AR from the shortest prefix on; MDLM and Duo one per position that
-    is free in some row; Eso-LM decodes rows with different free patterns as separate batches."""
+    """Network calls of block_size=1, steps=1: AR from the shortest prefix on; the others one per position that is
+    free in some row (Eso-LM too: a row whose position is given there writes it in that block's slot)."""
     if family == 'ar':
         return L - int(fixed.long().cumprod(1).sum(1).min())
-    if family in ('mdlm', 'duo'):
-        return int((~fixed).any(0).sum())
-    return sum(int((~pattern).sum()) for pattern in fixed.unique(dim=0))
+    return int((~fixed).any(0).sum())
 
 
 @pytest.mark.parametrize('family', list(FAMILY))
@@ -249,3 +247,51 @@ def test_select_and_split_counts():
                                                                          [True, False, False, False]]
     counts = decode.split_counts(torch.tensor([7, 2, 0]), 3)
     assert counts.tolist() == [[3, 1, 0], [2, 1, 0], [2, 0, 0]]
+
+
+def test_eso_ragged_prompts_decode_in_one_batch():
+    """Prompts of different lengths run as one batch (the cache needs aligned slots: a row with a longer prompt
+    writes its extra prompt tokens into the first free slots, clean, never drawn). Greedy, one token per call: every
+    row is exactly that row decoded alone (its given tokens are seen by its masks). One block: nfe is the unmask
+    schedule's length, as for aligned rows, and the most-free row (no extra tokens) is again itself alone."""
+    model = make_model(vocab_size=V, seq_len=L)
+    given = patterns()['ragged']                                       # prefixes of 2, 3, 4 tokens
+    x, nfe = draw('eso', model, given, block_size=1, steps=1, temperature=0.0)
+    assert nfe == L - 2
+    for b in range(3):
+        alone, calls = draw('eso', model, given[b:b + 1], block_size=1, steps=1, temperature=0.0)
+        assert torch.equal(x[b], alone[0]) and calls == L - 2 - b, b
+    for order in decode.ORDERS:
+        x, nfe = draw('eso', model, given, order, steps=4, temperature=0.0)
+        assert nfe <= 4 and torch.equal(x[given != FREE], given[given != FREE]), order
+        alone, _ = draw('eso', model, given[:1], order, steps=4, temperature=0.0)
+        assert torch.equal(x[0], alone[0]), order
+
+
+def test_eso_ragged_prompt_tokens_come_before_every_mask():
+    """In every call (no cache: the whole sorted prefix is the input), each row's given positions all sit at slots
+    before its first mask, so every mask attends to the whole prompt, whatever the prompt's length."""
+    model = make_model(vocab_size=V, seq_len=L)
+    given = patterns()['ragged']
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg, self.inner = model.cfg, model
+
+        def forward(self, idx, **kw):
+            calls.append((idx.clone(), kw['pos'].clone()))
+            return self.inner(idx, **kw)
+
+    for order in decode.ORDERS:
+        for alpha0 in (1.0, 0.5):
+            calls.clear()
+            draw('eso', Spy(), given, order, steps=3, alpha0=alpha0, use_cache=False)
+            assert calls, order
+            for idx, pos in calls:
+                for b in range(3):
+                    if not (idx[b] == MASK).any():                     # only extra prompt tokens in this call
+                        continue
+                    seen = set(pos[b, :int((idx[b] == MASK).nonzero()[0])].tolist())
+                    assert set((given[b] != FREE).nonzero()[:, 0].tolist()) <= seen, (order, alpha0, b)
