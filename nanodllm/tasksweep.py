@@ -3,7 +3,7 @@ family trained from scratch on each task's records at the same FLOP budget, the 
 family, the best setting chosen on the validation split, then the other seeds at that setting; every chosen run
 decoded on the test split with every order it can run and a few step counts; a table, a plot, a report.
 
-    python sweep.py --tasks --preset quick     # the test suite's end to end run: 1 task, 2 families, tiny
+    python sweep.py --tasks --preset quick     # the test suite's end to end run: 1 task (+ fine-tuned), 2 families
     python sweep.py --tasks                    # the CPU comparison (preset cpu): 3 tasks x 4 families x 3 seeds
     python sweep.py --tasks --collect          # train nothing: decode, tabulate and plot what has finished
 
@@ -45,16 +45,21 @@ FAMILIES = {
 }
 
 # Presets. tasks: name -> (task parameters, n_train, n_val, n_test, row length L, FLOP budget, decoding steps).
+# finetune: task -> pre-training FLOPs: the task is ALSO fine-tuned (as '<task>_ft', the same records, budget, grid
+# and seeds) from one pre-training run per family on the bundled corpus (byte level, the same size and L, seed 0),
+# as the paper fine-tunes its pre-trained models on GSM8K.
 # The budgets and difficulties of 'cpu' were calibrated as README "Tasks" says (so that the families are not all at
 # ~0% or ~100%).
 PRESETS = {
     'quick': dict(tasks={'sudoku': (dict(size=4, blanks=3), 48, 16, 16, 40, 2e9, [4, 24])},
+                  finetune={'sudoku': 2e9},
                   families=['ar', 'mdlm'], lrs=[3e-3], ar_weight_decays=[0.1], seeds=[0, 1], size='zepto',
                   train=['--batch-size', '16', '--eval-every', '1000', '--log-every', '50']),
     'cpu': dict(tasks={'sudoku': (dict(size=4, blanks=6), 20000, 200, 200, 40, 1e12, [4, 8, 23]),
                        'countdown': (dict(numbers=3, max_number=10, max_target=100), 10000, 200, 200, 32, 1e12,
                                      [4, 8, 16]),
                        'arith': (dict(steps=2, max_number=10), 20000, 200, 200, 192, 2e12, [16, 64])},
+                finetune={'arith': 2e12},
                 families=list(FAMILIES), lrs=[1e-3, 3e-3, 1e-2], ar_weight_decays=[0.1, 1.0], seeds=[0, 1, 2],
                 size='nano', train=['--batch-size', '32', '--eval-every', '500', '--eval-sequences', '128',
                                     '--log-every', '100']),
@@ -62,21 +67,48 @@ PRESETS = {
                        'countdown': (dict(numbers=4, max_number=20, max_target=200), 50000, 500, 500, 48, 1e15,
                                      [8, 16, 32]),
                        'arith': (dict(steps=4, max_number=20), 50000, 500, 500, 320, 3e15, [32, 128])},
+                finetune={'arith': 3e15},
                 families=list(FAMILIES), lrs=[3e-4, 1e-3, 3e-3], ar_weight_decays=[0.1, 1.0], seeds=[0, 1, 2],
                 size='6M', train=['--batch-size', '256', '--eval-every', '1000', '--log-every', '100']),
 }
+
+
+FT = '_ft'  # the suffix of a fine-tuned task's table entries and runs
 
 
 def run_name(task, family, lr, wd, seed):
     return f"{task}_{family}_lr{lr:g}_wd{wd:g}_s{seed}"
 
 
+def base_task(task):
+    """'arith_ft' -> 'arith': the records and the scorer of a fine-tuned entry are its task's."""
+    return task[:-len(FT)] if task.endswith(FT) else task
+
+
+def table_tasks(preset):
+    """The table's entries: every task, then '<task>_ft' for each task that is also fine-tuned."""
+    return list(preset['tasks']) + [t + FT for t in preset.get('finetune', {}) if t in preset['tasks']]
+
+
+def make_pretrain(out_dir, preset, task, family):
+    """The pre-training run a fine-tuned entry starts from: the bundled corpus, byte level, the task's L, seed 0."""
+    seq_len, budget = preset['tasks'][task][4], preset['finetune'][task]
+    name = f"pretrain_{task}_{family}"
+    args = (['--data', 'shakespeare', '--tokenizer', 'byte', '--seq-len', str(seq_len), '--size', preset['size'],
+             '--flops', f"{budget:.10g}", '--seed', '0'] + preset['train'] + FAMILIES[family][1])
+    return dict(name=name, task='pretrain', family=family, lr=1e-3, wd=0.1, seed=0, budget=budget,
+                dir=os.path.join(out_dir, 'runs', name), args=args)
+
+
 def make_run(out_dir, preset, task, family, lr, wd, seed):
-    params, n_train, n_val, n_test, seq_len, budget, _ = preset['tasks'][task]
+    params, n_train, n_val, n_test, seq_len, budget, _ = preset['tasks'][base_task(task)]
     name = run_name(task, family, lr, wd, seed)
-    args = (['--data', os.path.join(out_dir, 'data', task, 'train.jsonl'), '--tokenizer', 'byte',
+    args = (['--data', os.path.join(out_dir, 'data', base_task(task), 'train.jsonl'), '--tokenizer', 'byte',
              '--seq-len', str(seq_len), '--size', preset['size'], '--flops', f"{budget:.10g}", '--lr', f"{lr:g}",
              '--weight-decay', f"{wd:g}", '--seed', str(seed)] + preset['train'] + FAMILIES[family][1])
+    if task.endswith(FT):
+        args += ['--init-from', os.path.join(make_pretrain(out_dir, preset, base_task(task), family)['dir'],
+                                             'ckpt.pt')]
     return dict(name=name, task=task, family=family, lr=lr, wd=wd, seed=seed, budget=budget,
                 dir=os.path.join(out_dir, 'runs', name), args=args)
 
@@ -241,21 +273,30 @@ def run(out_dir, preset, jobs, retry_failed, collect, device, command):
     grid = lambda f: [(lr, wd) for lr in preset['lrs'] for wd in (preset['ar_weight_decays'] if f == 'ar'
                                                                    else [0.1])]
     first, rest = preset['seeds'][0], preset['seeds'][1:]
-    phase_a = [make_run(out_dir, preset, t, f, lr, wd, first) for t in preset['tasks']
-               for f in preset['families'] for lr, wd in grid(f)]
+    pretrain = [make_pretrain(out_dir, preset, t, f) for t in preset.get('finetune', {}) if t in preset['tasks']
+                for f in preset['families']]
+    if not collect:
+        train(pretrain, out_dir, jobs, retry_failed, index)
+    else:
+        index.update({r['name']: record(r) for r in pretrain})
+    ready = {(r['name'][len('pretrain_'):]) for r in pretrain if index[r['name']]['status'] == 'completed'}
+    phase_a = [make_run(out_dir, preset, t, f, lr, wd, first) for t in table_tasks(preset)
+               for f in preset['families'] for lr, wd in grid(f)
+               if not t.endswith(FT) or f"{base_task(t)}_{f}" in ready]    # a fine-tune needs its pre-training
     if not collect:
         train(phase_a, out_dir, jobs, retry_failed, index)
     else:
         index.update({r['name']: record(r) for r in phase_a})
     chosen, selection = {}, []  # (task, family) -> (lr, wd)
-    for t, (*_, steps) in preset['tasks'].items():
+    for t in table_tasks(preset):
+        steps = preset['tasks'][base_task(t)][-1]
         for f in preset['families']:
             done = [r for r in phase_a if r['task'] == t and r['family'] == f
                     and index[r['name']]['status'] == 'completed']
             if not done:
                 continue
             setting = selection_setting(f, steps)
-            scored = [(evals.get(r, 'val', [setting], device, t)[0]['accuracy'],
+            scored = [(evals.get(r, 'val', [setting], device, base_task(t))[0]['accuracy'],
                        -(index[r['name']]['val_loss'] or math.inf), r) for r in done]
             acc, neg_loss, best = max(scored, key=lambda s: (s[0], s[1]))
             chosen[t, f] = (best['lr'], best['wd'])
@@ -273,8 +314,9 @@ def run(out_dir, preset, jobs, retry_failed, collect, device, command):
     for r in finals:
         if index[r['name']]['status'] != 'completed':
             continue
-        steps = preset['tasks'][r['task']][-1]
-        rows += evals.get(r, 'test', taskeval.decode_settings(r['family'], steps), device, r['task'])
+        steps = preset['tasks'][base_task(r['task'])][-1]
+        rows += [dict(row, task=r['task']) for row in evals.get(r, 'test', taskeval.decode_settings(r['family'], steps),
+                                                                device, base_task(r['task']))]
     return write_outputs(out_dir, preset, rows, selection, list(index.values()), command)
 
 
@@ -313,9 +355,12 @@ def write_outputs(out_dir, preset, rows, selection, runs, command):
     for r in runs:
         if r['status'] == 'completed' and r['val_loss'] is not None:
             vl.setdefault((r['task'], r['family']), []).append(r['val_loss'])
-    for task, (params, n_train, n_val, n_test, seq_len, budget, _) in preset['tasks'].items():
+    for task in table_tasks(preset):
+        params, n_train, n_val, n_test, seq_len, budget, _ = preset['tasks'][base_task(task)]
+        how = (f", fine-tuned from a {preset['finetune'][base_task(task)]:.3g}-FLOP pre-training on the bundled "
+               f"corpus" if task.endswith(FT) else ", from scratch")
         lines.append(f"\n## {task} {params}: {n_train} train / {n_val} val / {n_test} test records, L = {seq_len}, "
-                     f"{budget:.3g} FLOPs a run\n")
+                     f"{budget:.3g} FLOPs a run{how}\n")
         lines.append("| family | order | steps | accuracy | per seed | cells | NFE | tok/s |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for s in [s for s in summary if s['task'] == task]:
@@ -329,6 +374,11 @@ def write_outputs(out_dir, preset, rows, selection, runs, command):
             lines.append("\nValidation loss per response token of every completed run of the family (nats; AR: "
                          "exact NLL, the others their NELBO, an upper bound): " + ', '.join(
                              f"{FAMILIES[f][0]} {min(vl[task, f]):.3f}" for f in fams) + " (best run).")
+    pre = [r for r in runs if r['task'] == 'pretrain' and r['status'] == 'completed']
+    if pre:
+        lines.append("\n## Pre-training (the fine-tuned entries start here)\n")
+        lines += [f"- {FAMILIES[r['family']][0]}: {r['name']}, {r['steps']} steps, validation loss "
+                  f"{r['val_loss']:.3f} nats per byte (AR exact, the others a bound)" for r in pre]
     failed = [r for r in runs if r['status'] == 'failed']
     if failed:
         lines.append("\n## Failed runs\n")

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from nanodllm import tasksweep
+from nanodllm.checkpoint import load_checkpoint
 from scripts import ENV, ROOT
 
 
@@ -46,17 +47,29 @@ def test_quick_preset_end_to_end_a_rerun_trains_nothing_and_a_failed_run_is_reco
     assert first.returncode == 1 and 'failed' in first.stderr, first.stdout[-3000:] + first.stderr[-3000:]
     table = json.loads((out_dir / 'table.json').read_text())
     status = {r['name']: r['status'] for r in table['runs']}
-    assert len(status) == 4 and status.pop(broken.name) == 'failed' and set(status.values()) == {'completed'}
+    # 2 pre-training runs, then per entry (sudoku from scratch, sudoku_ft from them) 2 families x 2 seeds
+    assert len(status) == 10 and status.pop(broken.name) == 'failed' and set(status.values()) == {'completed'}
     assert broken.name in (out_dir / 'report.md').read_text()
+    runs = {r['name']: r for r in table['runs']}
+    assert {n for n in runs if n.startswith('pretrain_')} == {'pretrain_sudoku_ar', 'pretrain_sudoku_mdlm'}
+    for family in ('ar', 'mdlm'):  # a fine-tune starts from its family's pre-training checkpoint, the other not
+        _, ft = load_checkpoint(str(out_dir / 'runs' / tasksweep.run_name('sudoku_ft', family, 3e-3, 0.1, 1) /
+                                    'ckpt.pt'), 'cpu')
+        scratch = tasksweep.make_run(str(out_dir), tasksweep.PRESETS['quick'], 'sudoku', family, 3e-3, 0.1, 0)
+        assert ft['init_from']['path'].endswith(os.path.join(f'pretrain_sudoku_{family}', 'ckpt.pt'))
+        assert '--init-from' not in scratch['args']
     # every setting of each family: AR left to right; MDLM random/confidence/margin at 2 step counts + left to right
-    summary = {(s['family'], s['order'], s['steps']) for s in table['summary']}
-    assert summary == {('ar', 'l2r', None), ('mdlm', 'l2r', 1)} | {
-        ('mdlm', o, s) for o in ('random', 'confidence', 'margin') for s in (4, 24)}
+    for task in ('sudoku', 'sudoku_ft'):
+        summary = {(s['family'], s['order'], s['steps']) for s in table['summary'] if s['task'] == task}
+        assert summary == {('ar', 'l2r', None), ('mdlm', 'l2r', 1)} | {
+            ('mdlm', o, s) for o in ('random', 'confidence', 'margin') for s in (4, 24)}, task
     for s in table['summary']:
         assert 0 <= s['accuracy'] <= 1 and s['nfe'] >= 1 and s['tokens_per_s'] > 0
-        assert s['seeds'] == ([0, 1] if s['family'] == 'ar' else [0])  # the broken mdlm seed has no test row
+        broken_seed = s['family'] == 'mdlm' and s['task'] == 'sudoku'
+        assert s['seeds'] == ([0] if broken_seed else [0, 1])  # the broken mdlm seed has no test row
     assert {r['seed'] for r in table['raw'] if r['family'] == 'ar'} == {0, 1}
-    assert [s['chosen'] for s in table['selection']] == [True, True]
+    assert [s['chosen'] for s in table['selection']] == [True] * 4
+    assert 'Pre-training' in (out_dir / 'report.md').read_text()
     assert (out_dir / 'tasks.png').stat().st_size > 0
     evals = (out_dir / 'evals.jsonl').read_text()
 
@@ -69,4 +82,4 @@ def test_quick_preset_end_to_end_a_rerun_trains_nothing_and_a_failed_run_is_reco
     assert retry.returncode == 0 and 'training 1 runs' in retry.stdout, retry.stderr[-3000:]
     table = json.loads((out_dir / 'table.json').read_text())
     assert {r['status'] for r in table['runs']} == {'completed'}
-    assert all(s['seeds'] == [0, 1] for s in table['summary'])
+    assert all(s['seeds'] == [0, 1] for s in table['summary']) and len(table['summary']) == 16
