@@ -398,15 +398,18 @@ STYLES = {'l2r': ('s', ':'), 'random': ('o', '-'), 'confidence': ('^', '--'), 'm
 
 
 def plot(summary, path):
-    """Accuracy against tokens/s, one panel per task, one curve per (family, order) over the step counts: the colour
-    is the family, the marker and line the order."""
+    """Accuracy against tokens/s, one panel per task (two to a row), one curve per (family, order) over the step
+    counts: the colour is the family, the marker and line the order; one legend for the figure, below the panels."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
     task_names = list(dict.fromkeys(s['task'] for s in summary))
-    fig, axes = plt.subplots(1, len(task_names), figsize=(5.5 * len(task_names), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], task_names):
+    ncols = min(2, len(task_names))
+    nrows = math.ceil(len(task_names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 3.8 * nrows + 1.2), squeeze=False)
+    legend = {}
+    for ax, task in zip(axes.flat, task_names):
         curves = {}
         for s in summary:
             if s['task'] == task:
@@ -414,16 +417,19 @@ def plot(summary, path):
         for (family, order), pts in curves.items():
             pts = sorted(pts, key=lambda s: s['tokens_per_s'])
             marker, line = STYLES.get(order, ('o', '-'))
-            ax.errorbar([s['tokens_per_s'] for s in pts], [s['accuracy'] for s in pts],
-                        yerr=[s['accuracy_std'] for s in pts], marker=marker, linestyle=line, capsize=2,
-                        color=COLORS.get(family), label=f"{FAMILIES[family][0]}, {order}")
+            h = ax.errorbar([s['tokens_per_s'] for s in pts], [s['accuracy'] for s in pts],
+                            yerr=[s['accuracy_std'] for s in pts], marker=marker, linestyle=line, capsize=2,
+                            color=COLORS.get(family))
+            legend.setdefault(f"{FAMILIES[family][0]}, {order}", h)
         ax.set_xscale('log')
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel('tokens/s (generated positions per second)')
         ax.set_ylabel('test accuracy (mean ± std over seeds)')
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(task_names):]:
+        ax.axis('off')
+    fig.legend(list(legend.values()), list(legend), loc='lower center', ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.8 / (3.8 * nrows + 1.2), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
