@@ -4,7 +4,7 @@ family, the best setting chosen on the validation split, then the other seeds at
 decoded on the test split with every order it can run and a few step counts; a table, a plot, a report.
 
     python sweep.py --tasks --preset quick     # the test suite's end to end run: 1 task (+ fine-tuned), 2 families
-    python sweep.py --tasks                    # preset cpu: 3 tasks (+ arith fine-tuned) x 4 families x 3 seeds, ~55 min
+    python sweep.py --tasks                    # preset cpu: 3 tasks (+ arith fine-tuned) x 4 families x 3 seeds, 55 min
     python sweep.py --tasks --collect          # train nothing: decode, tabulate and plot what has finished
 
 Reads straight down: data -> grid (phase A: lr grid at the first seed) -> runs -> selection on val accuracy ->
