@@ -407,7 +407,8 @@ def plot(summary, path):
     task_names = list(dict.fromkeys(s['task'] for s in summary))
     ncols = min(2, len(task_names))
     nrows = math.ceil(len(task_names) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 3.8 * nrows + 1.2), squeeze=False)
+    height, legend_height = 3.8 * nrows + 1.2, 0.8  # inches; the legend sits in the bottom strip
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, height), squeeze=False)
     legend = {}
     for ax, task in zip(axes.flat, task_names):
         curves = {}
@@ -430,6 +431,6 @@ def plot(summary, path):
     for ax in list(axes.flat)[len(task_names):]:
         ax.axis('off')
     fig.legend(list(legend.values()), list(legend), loc='lower center', ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.8 / (3.8 * nrows + 1.2), 1, 1))
+    fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
